@@ -1,0 +1,297 @@
+"""Background WebSocket servers on the running event loop: start, replace on re-run, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import errno
+import logging
+import re
+from typing import Any, Awaitable, Callable, Generator, Protocol
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import Close
+from websockets.protocol import State
+
+from .errors import NoEventLoopError, PortInUseError, check_handler
+from .transcript import Transcript, TranscriptLogHandler, bind
+
+__all__ = ["BackgroundServer", "start", "stop_all", "running"]
+
+Handler = Callable[[ServerConnection], Awaitable[Any]]
+
+
+class _Stoppable(Protocol):
+    name: str
+    port: int
+
+    async def stop(self) -> None: ...
+
+    def _stop_soon(self) -> None: ...
+
+
+# Every server wslab started and has not stopped yet, by name. Lives on the module,
+# so it survives re-running notebook cells.
+_registry: dict[str, _Stoppable] = {}
+# Stop tasks scheduled without an awaiting caller; kept so that they are not garbage-collected.
+_background: set[asyncio.Future[Any]] = set()
+
+
+class BackgroundServer:
+    """A websockets server running as tasks on an event loop, with a transcript.
+
+    Get one with ``server = await wslab.start(handler)``; see :func:`start`.
+    """
+
+    def __init__(self, name: str, handler: Handler) -> None:
+        self.name = name
+        self.transcript = Transcript()
+        self.server: Server  # the websockets Server, set by _listen()
+        self.host = ""
+        self.port = 0
+        self.uri = ""
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
+        self._count = 0
+        self._labels: dict[ServerConnection, str] = {}
+        self._finished: dict[ServerConnection, asyncio.Future[None]] = {}
+        self._stopped: asyncio.Future[None] | None = None
+
+    async def _listen(self, host: str, port: int, serve_kwargs: dict[str, Any]) -> None:
+        logger = _server_logger(self.name, self.transcript)
+        serve_kwargs.setdefault("logger", logger)
+        try:
+            self.server = await serve(self._handle, host, port, **serve_kwargs)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(exc.errno, _port_in_use_message(host, port)) from None
+            raise
+        self.host, self.port = host, self.server.sockets[0].getsockname()[1]
+        scheme = "wss" if serve_kwargs.get("ssl") else "ws"
+        shown_host = f"[{host}]" if ":" in host else host
+        self.uri = f"{scheme}://{shown_host}:{self.port}"
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        self._count += 1
+        label = f"client {self._count}"
+        self._labels[connection] = label
+        finished = self._loop.create_future()
+        self._finished[connection] = finished
+        bind(self.transcript, label)  # this task's prints and errors go to the transcript
+        self.transcript.add(f"{label}: connected to {connection.request.path}")
+        task = asyncio.current_task()
+        assert task is not None
+        task.add_done_callback(lambda _: self._record_close(connection, label, finished))
+        await self._handler(connection)
+
+    def _record_close(self, connection: ServerConnection, label: str, finished: asyncio.Future[None]) -> None:
+        code = connection.close_code
+        how = str(Close(code, connection.close_reason or "")) if code is not None else "without a close code"
+        self.transcript.add(f"{label}: closed {how}")
+        self._finished.pop(connection, None)
+        self._labels.pop(connection, None)
+        finished.set_result(None)
+
+    @property
+    def connections(self) -> set[ServerConnection]:
+        """The open connections (handshake done, not closing)."""
+        return self.server.connections
+
+    def label(self, connection: ServerConnection) -> str:
+        """The transcript's name for a live connection, such as ``'client 1'``."""
+        return self._labels[connection]
+
+    async def settle(self, timeout: float = 2.0) -> None:
+        """Wait (at most ``timeout`` s) until every connection that is closing has finished."""
+        await asyncio.sleep(0)
+        closing = [f for c, f in self._finished.items() if c.state is not State.OPEN]
+        if closing:
+            await asyncio.wait(closing, timeout=timeout)
+
+    async def show(self, everything: bool = False) -> None:
+        """Print what the server saw since the last ``show()``, once closing connections are done."""
+        await self.settle()
+        self.transcript.show(everything)
+
+    async def stop(self) -> None:
+        """Close every connection with 1001 (going away) and stop listening. Idempotent."""
+        if self._stopped is None:
+            self._stopped = self._loop.create_future()
+            try:
+                self.server.close(close_connections=True)
+                await self.server.wait_closed()
+                if self._finished:
+                    await asyncio.wait(list(self._finished.values()), timeout=5)
+            finally:
+                _unregister(self)
+                self._stopped.set_result(None)
+        else:
+            await asyncio.shield(self._stopped)
+
+    def _stop_soon(self) -> None:
+        """Start stopping from synchronous code: free the port now, finish the rest on the loop."""
+        loop = self._loop
+        if loop.is_closed():  # its loop is gone (e.g. asyncio.run ended): just release the sockets
+            for sock in self.server.sockets:
+                sock.close()
+            _unregister(self)
+        elif loop.is_running():
+            self.server.server.close()  # closes the listening sockets synchronously
+            if _in_loop_thread(loop):
+                task = loop.create_task(self.stop())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+            else:
+                asyncio.run_coroutine_threadsafe(self.stop(), loop)
+        else:
+            loop.run_until_complete(self.stop())
+
+    async def __aenter__(self) -> BackgroundServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else f"{len(self._labels)} connection(s)"
+        return f"<{type(self).__name__} {self.name!r} at {self.uri}, {state}>"
+
+
+class _Starting:
+    """What ``start()`` returns: await it (or use ``async with``) to get the running server."""
+
+    def __init__(self, factory: Callable[[], Awaitable[Any]], call: str) -> None:
+        self._factory = factory
+        self._call = call
+        self._server: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._factory().__await__()
+
+    async def __aenter__(self) -> Any:
+        self._server = await self
+        return self._server
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._server.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"this is the not-yet-started server: write `server = await {self._call}` "
+            f"and then use server.{name}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<not started yet: write `server = await {self._call}`>"
+
+
+def start(
+    handler: Handler,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **serve_kwargs: Any,
+) -> _Starting:
+    """Start ``handler`` as a background server on the running loop; await the result.
+
+    Returns once the server listens. ``port=0`` (the default) lets the system pick a
+    free port: read it from ``server.port`` or ``server.uri``. Starting another
+    server with the same ``name`` (default: the handler's name) replaces the old one,
+    so re-running a notebook cell never leaks a server. Extra keyword arguments go to
+    ``websockets.asyncio.server.serve`` (``max_size=``, ``origins=``, ``ssl=``, ...).
+
+    >>> server = await start(echo)          # doctest: +SKIP
+    >>> server.uri                          # doctest: +SKIP
+    'ws://127.0.0.1:54321'
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise NoEventLoopError(
+            "wslab.start() needs a running event loop. In a notebook cell write "
+            "`server = await wslab.start(handler)`. In a script, call it inside "
+            "`async def main(): ...` run with `asyncio.run(main())`, or use "
+            "`wslab.start_in_thread(handler)`, which needs no event loop."
+        ) from None
+    check_handler(handler)
+    server_name = name or _default_name(handler)
+
+    async def create() -> BackgroundServer:
+        previous = _registry.get(server_name)
+        if previous is not None:
+            await previous.stop()
+        server = BackgroundServer(server_name, handler)
+        await server._listen(host, port, dict(serve_kwargs))
+        _registry[server_name] = server
+        return server
+
+    return _Starting(create, f"wslab.start({server_name}, ...)")
+
+
+async def stop_all() -> list[str]:
+    """Stop every server wslab started (both modes); return their names."""
+    servers = list(_registry.values())
+    for server in servers:
+        if isinstance(server, BackgroundServer) and server._loop is not asyncio.get_running_loop():
+            server._stop_soon()  # a server left on another loop: stop it where it lives
+        else:
+            await server.stop()
+    return [server.name for server in servers]
+
+
+def running() -> dict[str, str]:
+    """The servers wslab is running, as ``{name: uri}``."""
+    return {name: getattr(server, "uri", "") for name, server in _registry.items()}
+
+
+def _unregister(server: object) -> None:
+    name = getattr(server, "name", None)
+    if name is not None and _registry.get(name) is server:
+        del _registry[name]
+
+
+def _default_name(handler: Handler) -> str:
+    return getattr(handler, "__name__", type(handler).__name__)
+
+
+def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _server_logger(name: str, transcript: Transcript) -> logging.Logger:
+    """A logger per server name under ``websockets.server``, feeding that server's transcript."""
+    logger = logging.getLogger("websockets.server.wslab." + re.sub(r"\W", "_", name))
+    for old in [h for h in logger.handlers if isinstance(h, TranscriptLogHandler)]:
+        logger.removeHandler(old)
+    logger.addHandler(TranscriptLogHandler(transcript))
+    return logger
+
+
+def _port_in_use_message(host: str, port: int) -> str:
+    holder = next((n for n, s in _registry.items() if s.port == port), None)
+    hint = (
+        f"wslab's server {holder!r} listens there: stop it with `await wslab.stop_all()`, or pass "
+        f"name={holder!r} to replace it."
+        if holder
+        else "Another program or notebook holds it."
+    )
+    return (
+        f"port {port} on {host} is already in use. {hint} Or use port=0 (the default) to let the "
+        "system pick a free port, and read it from server.port or server.uri."
+    )
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Close whatever is still running when the interpreter exits, quietly."""
+    for server in list(_registry.values()):
+        try:
+            server._stop_soon()
+        except Exception:  # exiting anyway: never turn shutdown into a traceback
+            pass

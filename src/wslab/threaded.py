@@ -1,0 +1,153 @@
+"""Thread mode: a background server on its own event loop in a daemon thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Coroutine, TypeVar
+
+from websockets.asyncio.server import ServerConnection
+
+from .errors import check_handler
+from .servers import BackgroundServer, Handler, _default_name, _registry, _unregister
+from .transcript import Transcript
+
+__all__ = ["ThreadedServer", "start_in_thread"]
+
+T = TypeVar("T")
+
+
+class ThreadedServer:
+    """A :class:`BackgroundServer` that runs in its own thread, so blocking code cannot stall it.
+
+    Same attributes; ``stop()``, ``show()`` and ``settle()`` can be awaited from any loop,
+    and ``stop_blocking()`` / ``show_blocking()`` work where no loop runs.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"wslab-{name}", daemon=True)
+        self._inner: BackgroundServer
+        self._stopped = False
+
+    def _open(self, handler: Handler, host: str, port: int, serve_kwargs: dict[str, Any], timeout: float) -> None:
+        self._thread.start()
+
+        async def create() -> BackgroundServer:
+            server = BackgroundServer(self.name, handler)
+            await server._listen(host, port, serve_kwargs)
+            return server
+
+        try:
+            self._inner = self._call(create(), timeout)
+        except BaseException:
+            self._end_thread()
+            raise
+
+    # The same attributes as BackgroundServer.
+    server = property(lambda self: self._inner.server, doc="The websockets Server.")
+    host = property(lambda self: self._inner.host)
+    port = property(lambda self: self._inner.port)
+    uri = property(lambda self: self._inner.uri)
+    transcript: Transcript = property(lambda self: self._inner.transcript)  # type: ignore[assignment]
+
+    @property
+    def connections(self) -> set[ServerConnection]:
+        """The open connections (handshake done, not closing)."""
+        return self._call(self._snapshot_connections(), 5)
+
+    async def _snapshot_connections(self) -> set[ServerConnection]:
+        return set(self._inner.connections)
+
+    def label(self, connection: ServerConnection) -> str:
+        """The transcript's name for a live connection, such as ``'client 1'``."""
+        return self._inner.label(connection)
+
+    async def settle(self, timeout: float = 2.0) -> None:
+        """Wait until every connection that is closing has finished."""
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._inner.settle(timeout), self._loop))
+
+    async def show(self, everything: bool = False) -> None:
+        """Print what the server saw since the last ``show()``."""
+        await self.settle()
+        self.transcript.show(everything)
+
+    def show_blocking(self, everything: bool = False) -> None:
+        """``show()`` for code that cannot await."""
+        self._call(self._inner.settle(), 5)
+        self.transcript.show(everything)
+
+    async def stop(self) -> None:
+        """Close connections with 1001, stop listening, end the thread. Idempotent."""
+        if not self._stopped:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._inner.stop(), self._loop))
+        self._finish()
+
+    def stop_blocking(self, timeout: float = 10.0) -> None:
+        """``stop()`` for code that cannot await (scripts, sync clients, interpreter exit)."""
+        if not self._stopped:
+            self._call(self._inner.stop(), timeout)
+        self._finish()
+
+    _stop_soon = stop_blocking
+
+    def _finish(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._end_thread()
+            _unregister(self)
+
+    def _end_thread(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def __enter__(self) -> ThreadedServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_blocking()
+
+    async def __aenter__(self) -> ThreadedServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "running in a thread"
+        return f"<ThreadedServer {self.name!r} at {self._inner.uri}, {state}>"
+
+
+def start_in_thread(
+    handler: Handler,
+    *,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = 10.0,
+    **serve_kwargs: Any,
+) -> ThreadedServer:
+    """Start ``handler`` on its own loop in a daemon thread; return once it listens.
+
+    Works with or without a running loop (no ``await``). Use it when a cell runs blocking
+    code: the sync client, ``time.sleep``, or old-style ``run_until_complete``.
+
+    >>> server = start_in_thread(echo)     # doctest: +SKIP
+    >>> server.stop_blocking()             # doctest: +SKIP
+    """
+    check_handler(handler)
+    server_name = name or _default_name(handler)
+    previous = _registry.get(server_name)
+    if previous is not None:
+        previous._stop_soon()
+    server = ThreadedServer(server_name)
+    server._open(handler, host, port, dict(serve_kwargs), timeout)
+    _registry[server_name] = server
+    return server
+
