@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import errno
+import inspect
 import logging
 import re
 from typing import Any, Awaitable, Callable, Generator, Protocol
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import Close
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .errors import NoEventLoopError, PortInUseError, check_handler
@@ -27,7 +29,7 @@ class _Stoppable(Protocol):
 
     async def stop(self) -> None: ...
 
-    def _stop_soon(self) -> None: ...
+    def _stop_soon(self, close_timeout: float | None = None) -> None: ...
 
 
 # Every server wslab started and has not stopped yet, by name. Lives on the module,
@@ -58,8 +60,8 @@ class BackgroundServer:
         self._stopped: asyncio.Future[None] | None = None
 
     async def _listen(self, host: str, port: int, serve_kwargs: dict[str, Any]) -> None:
-        logger = _server_logger(self.name, self.transcript)
-        serve_kwargs.setdefault("logger", logger)
+        serve_kwargs.setdefault("logger", _server_logger(self.name, self.transcript))
+        serve_kwargs["process_response"] = self._recording_http(serve_kwargs.get("process_response"))
         try:
             self.server = await serve(self._handle, host, port, **serve_kwargs)
         except OSError as exc:
@@ -70,6 +72,23 @@ class BackgroundServer:
         scheme = "wss" if serve_kwargs.get("ssl") else "ws"
         shown_host = f"[{host}]" if ":" in host else host
         self.uri = f"{scheme}://{shown_host}:{self.port}"
+
+    def _recording_http(self, process_response: Any) -> Callable[..., Awaitable[Response | None]]:
+        """Wrap ``process_response`` so that every answer other than 101 is written to the transcript."""
+
+        async def record(connection: ServerConnection, request: Request, response: Response) -> Response | None:
+            replaced = process_response(connection, request, response) if process_response else None
+            if inspect.isawaitable(replaced):
+                replaced = await replaced
+            final = replaced or response
+            if final.status_code != 101:
+                why = connection.protocol.handshake_exc
+                self.transcript.add(
+                    f"HTTP {request.path} -> {final.status_code} {final.reason_phrase}" + (f" ({why})" if why else "")
+                )
+            return replaced
+
+        return record
 
     async def _handle(self, connection: ServerConnection) -> None:
         self._count += 1
@@ -108,15 +127,28 @@ class BackgroundServer:
         if closing:
             await asyncio.wait(closing, timeout=timeout)
 
+    async def wait_idle(self, timeout: float = 2.0) -> None:
+        """Wait (at most ``timeout`` s) until no client is connected, even one that vanished."""
+        async with asyncio.timeout(timeout):
+            while self._finished:
+                await asyncio.wait(list(self._finished.values()))
+
     async def show(self, everything: bool = False) -> None:
         """Print what the server saw since the last ``show()``, once closing connections are done."""
         await self.settle()
         self.transcript.show(everything)
 
-    async def stop(self) -> None:
-        """Close every connection with 1001 (going away) and stop listening. Idempotent."""
+    async def stop(self, close_timeout: float | None = None) -> None:
+        """Close every connection with 1001 (going away) and stop listening. Idempotent.
+
+        ``close_timeout`` bounds how long each client may take to answer the close frame
+        (default: the ``close_timeout`` given to ``start()``, 10 s unless set).
+        """
         if self._stopped is None:
             self._stopped = self._loop.create_future()
+            if close_timeout is not None:
+                for connection in self.server.all_connections:
+                    connection.close_timeout = close_timeout
             try:
                 self.server.close(close_connections=True)
                 await self.server.wait_closed()
@@ -128,23 +160,23 @@ class BackgroundServer:
         else:
             await asyncio.shield(self._stopped)
 
-    def _stop_soon(self) -> None:
+    def _stop_soon(self, close_timeout: float | None = None) -> None:
         """Start stopping from synchronous code: free the port now, finish the rest on the loop."""
         loop = self._loop
-        if loop.is_closed():  # its loop is gone (e.g. asyncio.run ended): just release the sockets
-            for sock in self.server.sockets:
+        if loop.is_closed():  # its loop is gone (e.g. asyncio.run ended): release the listening sockets
+            for sock in getattr(self.server.server, "_sockets", None) or ():
                 sock.close()
             _unregister(self)
         elif loop.is_running():
             self.server.server.close()  # closes the listening sockets synchronously
             if _in_loop_thread(loop):
-                task = loop.create_task(self.stop())
+                task = loop.create_task(self.stop(close_timeout))
                 _background.add(task)
                 task.add_done_callback(_background.discard)
             else:
-                asyncio.run_coroutine_threadsafe(self.stop(), loop)
+                asyncio.run_coroutine_threadsafe(self.stop(close_timeout), loop)
         else:
-            loop.run_until_complete(self.stop())
+            loop.run_until_complete(self.stop(close_timeout))
 
     async def __aenter__(self) -> BackgroundServer:
         return self
@@ -176,11 +208,16 @@ class _Starting:
         await self._server.stop()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("_"):
             raise AttributeError(name)
+        if not _loop_is_running():
+            raise NoEventLoopError(
+                f"wslab.start() must be awaited, and no event loop runs here. In a notebook cell write "
+                f"`server = await {self._call}`. In a script, await it inside `async def main(): ...` "
+                "run with `asyncio.run(main())`, or use `wslab.start_in_thread(...)`, which needs no loop."
+            )
         raise AttributeError(
-            f"this is the not-yet-started server: write `server = await {self._call}` "
-            f"and then use server.{name}"
+            f"the server is not started yet: write `server = await {self._call}` and then use server.{name}"
         )
 
     def __repr__(self) -> str:
@@ -197,7 +234,7 @@ def start(
 ) -> _Starting:
     """Start ``handler`` as a background server on the running loop; await the result.
 
-    Returns once the server listens. ``port=0`` (the default) lets the system pick a
+    Await the result (it returns once the server listens), or use ``async with``. ``port=0`` (the default) lets the system pick a
     free port: read it from ``server.port`` or ``server.uri``. Starting another
     server with the same ``name`` (default: the handler's name) replaces the old one,
     so re-running a notebook cell never leaks a server. Extra keyword arguments go to
@@ -207,15 +244,6 @@ def start(
     >>> server.uri                          # doctest: +SKIP
     'ws://127.0.0.1:54321'
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise NoEventLoopError(
-            "wslab.start() needs a running event loop. In a notebook cell write "
-            "`server = await wslab.start(handler)`. In a script, call it inside "
-            "`async def main(): ...` run with `asyncio.run(main())`, or use "
-            "`wslab.start_in_thread(handler)`, which needs no event loop."
-        ) from None
     check_handler(handler)
     server_name = name or _default_name(handler)
 
@@ -257,6 +285,14 @@ def _default_name(handler: Handler) -> str:
     return getattr(handler, "__name__", type(handler).__name__)
 
 
+def _loop_is_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -292,6 +328,6 @@ def _stop_at_exit() -> None:
     """Close whatever is still running when the interpreter exits, quietly."""
     for server in list(_registry.values()):
         try:
-            server._stop_soon()
+            server._stop_soon(close_timeout=1.0)
         except Exception:  # exiting anyway: never turn shutdown into a traceback
             pass

@@ -68,6 +68,10 @@ class ThreadedServer:
         """Wait until every connection that is closing has finished."""
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._inner.settle(timeout), self._loop))
 
+    async def wait_idle(self, timeout: float = 2.0) -> None:
+        """Wait until no client is connected."""
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._inner.wait_idle(timeout), self._loop))
+
     async def show(self, everything: bool = False) -> None:
         """Print what the server saw since the last ``show()``."""
         await self.settle()
@@ -78,16 +82,17 @@ class ThreadedServer:
         self._call(self._inner.settle(), 5)
         self.transcript.show(everything)
 
-    async def stop(self) -> None:
+    async def stop(self, close_timeout: float | None = None) -> None:
         """Close connections with 1001, stop listening, end the thread. Idempotent."""
         if not self._stopped:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._inner.stop(), self._loop))
+            stopping = asyncio.run_coroutine_threadsafe(self._inner.stop(close_timeout), self._loop)
+            await asyncio.wrap_future(stopping)
         self._finish()
 
-    def stop_blocking(self, timeout: float = 10.0) -> None:
+    def stop_blocking(self, close_timeout: float | None = None) -> None:
         """``stop()`` for code that cannot await (scripts, sync clients, interpreter exit)."""
         if not self._stopped:
-            self._call(self._inner.stop(), timeout)
+            self._call(self._inner.stop(close_timeout), None)
         self._finish()
 
     _stop_soon = stop_blocking
@@ -104,7 +109,7 @@ class ThreadedServer:
         if not self._thread.is_alive():
             self._loop.close()
 
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def __enter__(self) -> ThreadedServer:

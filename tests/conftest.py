@@ -1,0 +1,43 @@
+"""Shared fixtures: every test leaves no wslab server behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Iterator
+
+import pytest
+
+import wslab
+from wslab.servers import _registry
+
+
+@pytest.fixture(autouse=True)
+def no_server_left_behind() -> Iterator[None]:
+    """Fail a test that leaves a running server; stop it so the next test starts clean."""
+    yield
+    leftovers = list(_registry)
+    for server in list(_registry.values()):
+        server._stop_soon()
+    assert not leftovers, f"servers left running: {leftovers}"
+
+
+def open_fds() -> set[int]:
+    """File descriptors open in this process (Linux)."""
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def free_port() -> int:
+    """A port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def echo(websocket) -> None:  # type: ignore[no-untyped-def]
+    """The handler most tests use."""
+    async for message in websocket:
+        await websocket.send(message)
+
+
+__all__ = ["echo", "free_port", "open_fds", "wslab"]
