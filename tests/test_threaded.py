@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -94,3 +95,66 @@ async def test_threaded_connections_and_transcript() -> None:
         "client 1: closed 1000 (OK)",
     ]
     await server.stop()
+
+
+def test_stop_blocking_leaves_no_thread_and_no_socket() -> None:
+    from .conftest import open_fds
+
+    threads_before = set(threading.enumerate())
+    fds_before = open_fds()
+    server = wslab.start_in_thread(echo)
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(sync_connect(server.uri)) for _ in range(2)]
+        clients[0].send("x")
+        assert clients[0].recv(timeout=2) == "x"
+        server.stop_blocking()
+        assert [client.close_code for client in clients] == [1001, 1001]
+    assert set(threading.enumerate()) == threads_before
+    assert open_fds() == fds_before
+
+
+def test_old_style_code_through_nest_asyncio_reaches_both_kinds_of_server() -> None:
+    """In a notebook-like running loop, nest_asyncio lets run_until_complete work; servers keep serving."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import asyncio, nest_asyncio, wslab
+        from websockets.asyncio.client import connect
+
+        async def echo(websocket):
+            async for message in websocket:
+                await websocket.send(message)
+
+        async def old_style_client(uri):
+            async with connect(uri) as ws:
+                await ws.send("old style")
+                return await ws.recv()
+
+        async def cell():  # stands for a notebook cell: the loop is already running
+            on_loop = await wslab.start(echo)
+            in_thread = wslab.start_in_thread(echo, name="threaded")
+            pending = asyncio.sleep(0)
+            try:
+                asyncio.get_event_loop().run_until_complete(pending)
+            except RuntimeError as exc:
+                print("before:", exc)
+                pending.close()
+            nest_asyncio.apply()
+            for server in (on_loop, in_thread):
+                print(asyncio.get_event_loop().run_until_complete(old_style_client(server.uri)))
+            print(await wslab.stop_all())
+
+        asyncio.run(cell())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.stdout.splitlines() == [
+        "before: This event loop is already running",
+        "old style",
+        "old style",
+        "['echo', 'threaded']",
+    ], done.stderr
+    assert done.stderr == ""
