@@ -128,7 +128,7 @@ class BackgroundServer:
             await asyncio.wait(closing, timeout=timeout)
 
     async def wait_idle(self, timeout: float = 2.0) -> None:
-        """Wait (at most ``timeout`` s) until no client is connected, even one that vanished."""
+        """Wait until no client is connected, even one that vanished; TimeoutError after ``timeout`` s."""
         async with asyncio.timeout(timeout):
             while self._finished:
                 await asyncio.wait(list(self._finished.values()))
@@ -168,8 +168,8 @@ class BackgroundServer:
                 sock.close()
             _unregister(self)
         elif loop.is_running():
-            self.server.server.close()  # closes the listening sockets synchronously
             if _in_loop_thread(loop):
+                self.server.server.close()  # closes the listening sockets at once: the port is free
                 task = loop.create_task(self.stop(close_timeout))
                 _background.add(task)
                 task.add_done_callback(_background.discard)
