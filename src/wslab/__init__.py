@@ -4,6 +4,7 @@
 >>> server = await wslab.start(echo)        # doctest: +SKIP
 """
 
+from . import frames  # chapter 01: frames and the handshake by hand
 from .errors import LegacyHandlerError, NoEventLoopError, PortInUseError
 from .servers import BackgroundServer, running, start, stop_all
 from .threaded import ThreadedServer, start_in_thread
@@ -18,6 +19,7 @@ __all__ = [
     "PortInUseError",
     "ThreadedServer",
     "Transcript",
+    "frames",
     "running",
     "start",
     "start_in_thread",
