@@ -148,3 +148,14 @@ def test_transcript_basics(capsys: pytest.CaptureFixture[str]) -> None:
     transcript.clear()
     transcript.show()
     assert capsys.readouterr().out == "(nothing new)\n"
+
+
+def test_transcript_keeps_only_the_newest_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    transcript = Transcript(max_lines=3)
+    transcript.add("1\n2")
+    transcript.show()
+    for line in "345":
+        transcript.add(line)
+    assert transcript.lines == ["3", "4", "5"]
+    transcript.show()
+    assert capsys.readouterr().out.splitlines() == ["1", "2", "3", "4", "5"]

@@ -29,8 +29,9 @@ class Transcript:
     client 1: hello
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_lines: int = 10_000) -> None:
         self.lines: list[str] = []
+        self.max_lines = max_lines  # the oldest lines go first, so a long load test cannot fill memory
         self._shown = 0
         self._lock = threading.Lock()
 
@@ -38,6 +39,10 @@ class Transcript:
         """Append one line (or several, separated by newlines)."""
         with self._lock:
             self.lines.extend(line.splitlines() or [""])
+            excess = len(self.lines) - self.max_lines
+            if excess > 0:
+                del self.lines[:excess]
+                self._shown = max(0, self._shown - excess)
 
     def show(self, everything: bool = False) -> None:
         """Print the lines not shown yet (all of them with ``everything=True``)."""
