@@ -6,6 +6,9 @@
 
 from . import frames  # chapter 01: frames and the handshake by hand
 from .errors import LegacyHandlerError, NoEventLoopError, PortInUseError
+from .fanout import Outbox  # chapter 02: per-client outboxes for fan-out
+from .guards import RateLimit, rate_limited, request_token, token_auth  # chapter 04: who may connect
+from .messages import MessageError, parse_message  # chapter 02: JSON message validation
 from .servers import BackgroundServer, running, start, stop_all
 from .threaded import ThreadedServer, start_in_thread
 from .trace import FrameTrace, trace_frames
@@ -15,14 +18,21 @@ __all__ = [
     "BackgroundServer",
     "FrameTrace",
     "LegacyHandlerError",
+    "MessageError",
     "NoEventLoopError",
+    "Outbox",
     "PortInUseError",
+    "RateLimit",
     "ThreadedServer",
     "Transcript",
     "frames",
+    "parse_message",
+    "rate_limited",
+    "request_token",
     "running",
     "start",
     "start_in_thread",
     "stop_all",
+    "token_auth",
     "trace_frames",
 ]

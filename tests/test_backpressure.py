@@ -1,0 +1,62 @@
+"""A slow consumer against the two outbox policies of chapter 04: drop the oldest, or disconnect with 1008."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+
+import wslab
+from wslab import Outbox
+
+BIG = "x" * 65536  # big enough to fill the socket buffers quickly
+
+
+async def test_a_slow_consumer_is_disconnected_with_1008() -> None:
+    gave_up = asyncio.Event()
+
+    async def producer(websocket) -> None:  # type: ignore[no-untyped-def]
+        async with Outbox(websocket, maxsize=8) as outbox:
+            for n in range(1000):
+                if not outbox.put(f"{n:04d}{BIG}"):
+                    gave_up.set()
+                    await websocket.close(1008, "too slow")
+                    return
+                await asyncio.sleep(0)  # let the writer run, as other clients' events would
+
+    async with wslab.start(producer, compression=None) as server:
+        async with connect(server.uri, max_queue=1, compression=None) as ws:
+            await asyncio.wait_for(gave_up.wait(), 5)  # the client has not read anything yet
+            received = []
+            with pytest.raises(ConnectionClosedError) as caught:
+                async for message in ws:
+                    received.append(message[:4])
+        assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+        assert 0 < len(received) < 1000
+        assert received == [f"{n:04d}" for n in range(len(received))]  # in order, nothing skipped
+
+
+async def test_a_slow_consumer_loses_the_oldest_messages_but_memory_stays_bounded() -> None:
+    done = asyncio.Event()
+    outboxes: list[Outbox] = []
+
+    async def producer(websocket) -> None:  # type: ignore[no-untyped-def]
+        async with Outbox(websocket, maxsize=8) as outbox:
+            outboxes.append(outbox)
+            for n in range(300):
+                outbox.put(f"{n:04d}{BIG}")
+                assert len(outbox) <= 8
+                await asyncio.sleep(0)
+            done.set()
+            await websocket.wait_closed()
+
+    # The client leaves with megabytes still unread: do not wait 10 s for closing handshakes.
+    async with wslab.start(producer, compression=None, close_timeout=0.1) as server:
+        async with connect(server.uri, max_queue=1, compression=None, close_timeout=0.1) as ws:
+            await asyncio.wait_for(done.wait(), 5)
+            (outbox,) = outboxes
+            assert outbox.dropped > 0
+            first = await ws.recv()
+            assert first.startswith("0000")
