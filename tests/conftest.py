@@ -34,10 +34,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def require(available: bool, what: str) -> None:
+    """Skip with a clear reason when an outside tool is missing here; in CI (CI set), fail instead."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing, and CI must run this test: .ci/run installs it")
+    pytest.skip(f"{what} is not installed here (CI installs it: see .ci/run)")
+
+
 async def echo(websocket) -> None:  # type: ignore[no-untyped-def]
     """The handler most tests use."""
     async for message in websocket:
         await websocket.send(message)
 
 
-__all__ = ["echo", "free_port", "open_fds", "wslab"]
+__all__ = ["echo", "free_port", "open_fds", "require", "wslab"]
