@@ -159,3 +159,23 @@ def test_transcript_keeps_only_the_newest_lines(capsys: pytest.CaptureFixture[st
     assert transcript.lines == ["3", "4", "5"]
     transcript.show()
     assert capsys.readouterr().out.splitlines() == ["1", "2", "3", "4", "5"]
+
+
+async def test_a_close_the_server_sent_is_recorded_with_its_code() -> None:
+    import asyncio
+
+    from wslab.frames import Opcode, encode_frame, read_frame, upgrade_request
+
+    server = await wslab.start(greeter)
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(upgrade_request(f"{server.host}:{server.port}", "/raw"))
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(encode_frame(Opcode.TEXT, b"unmasked"))  # a client must mask: the server fails the connection
+    assert (await read_frame(reader)).opcode == Opcode.CLOSE
+    writer.close()
+    await writer.wait_closed()
+    await server.wait_idle()
+    await server.stop()
+    assert server.transcript.lines[-1] == (
+        "client 1: closed by the server with 1002 (protocol error) incorrect masking; no close frame received"
+    )

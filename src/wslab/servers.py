@@ -104,8 +104,13 @@ class BackgroundServer:
         await self._handler(connection)
 
     def _record_close(self, connection: ServerConnection, label: str, finished: asyncio.Future[None]) -> None:
-        code = connection.close_code
-        how = str(Close(code, connection.close_reason or "")) if code is not None else "without a close code"
+        received, sent = connection.protocol.close_rcvd, connection.protocol.close_sent
+        if received is not None:
+            how = str(received)
+        elif sent is not None:
+            how = f"by the server with {sent}; no close frame received"
+        else:
+            how = str(Close(1006, ""))  # the TCP connection ended without any close frame
         self.transcript.add(f"{label}: closed {how}")
         self._finished.pop(connection, None)
         self._labels.pop(connection, None)
