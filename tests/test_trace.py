@@ -86,6 +86,8 @@ async def test_connections_opened_before_the_trace_are_not_traced(capsys: pytest
         ("> PING 1a 2b 3c 4d [binary, 4 bytes]", "> PING <payload> [binary, 4 bytes]"),
         ("< PONG 00 ff 10 20 [binary, 4 bytes]", "< PONG <payload> [binary, 4 bytes]"),
         ("> PING 'hi' [text, 2 bytes]", "> PING 'hi' [text, 2 bytes]"),
+        ("> PING 'a$Z7' [text, 4 bytes]", "> PING <payload> [binary, 4 bytes]"),  # random bytes that are UTF-8
+        ("< PONG '\\x01b c' [text, 4 bytes]", "< PONG <payload> [binary, 4 bytes]"),
         ("> Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "> Sec-WebSocket-Key: <random key>"),
         ("< Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "< Sec-WebSocket-Accept: <hash of the key>"),
         ("> Date: Tue, 24 Nov 2026 16:21:27 GMT", "> Date: <date>"),

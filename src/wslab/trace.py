@@ -15,6 +15,8 @@ _RANDOM_PARTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(Sec-WebSocket-Accept: ).*"), r"\1<hash of the key>"),
     (re.compile(r"(Date: ).*"), r"\1<date>"),
     (re.compile(r"Python/\d+\.\d+ websockets/[\w.]+"), "Python/<version> websockets/<version>"),
+    # ping() without data sends 4 random bytes, logged as hex, or as text when they happen to be UTF-8
+    (re.compile(r"\b(PING|PONG) (?:'[^']*'|\"[^\"]*\") \[text, 4 bytes\]"), r"\1 <payload> [binary, 4 bytes]"),
     (re.compile(r"\b(PING|PONG) [0-9a-f]{2}(?: [0-9a-f]{2})*(?: \.\.\.(?: [0-9a-f]{2})+)? \["), r"\1 <payload> ["),
     (re.compile(r"\b(mask|masking key)([:=] ?)[0-9a-f]{2}(?: ?[0-9a-f]{2}){3}", re.I), r"\1\2<mask>"),
     (re.compile(r"(127\.0\.0\.1|localhost|\[::1\]):\d+"), r"\1:PORT"),
