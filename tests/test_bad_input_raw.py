@@ -8,6 +8,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 import wslab
+from wslab.chat import ChatServer
+from wslab.chat.client import ChatClient
 from wslab.frames import Opcode, encode_frame, parse_close, read_frame, upgrade_request
 
 from .conftest import echo
@@ -55,14 +57,26 @@ BAD_FRAMES = {
 }
 
 
-@pytest.fixture
-async def server_with_a_bystander():  # type: ignore[no-untyped-def]
-    """An echo server (max_size 1 KiB) and a good client that stays connected through the bad one."""
-    server = await wslab.start(echo, max_size=1024, compression=None)
-    async with connect(server.uri) as bystander:
-        yield server, bystander
-        await bystander.send("still here?")  # the good client is unaffected
-        assert await bystander.recv() == "still here?"
+@pytest.fixture(params=["echo server", "chat server"])
+async def target(request):  # type: ignore[no-untyped-def]
+    """A server (max_size 1 KiB) and the WebSocket path it serves, with a good client connected throughout.
+
+    The good client checks at the end that the bad one changed nothing for it.
+    """
+    if request.param == "echo server":
+        server = await wslab.start(echo, max_size=1024, compression=None)
+        async with connect(server.uri) as bystander:
+            yield server, "/"
+            await bystander.send("still here?")
+            assert await bystander.recv() == "still here?"
+    else:
+        chat = ChatServer(max_size=1024)
+        server = await chat.start(compression=None)
+        async with ChatClient(chat.ws_uri) as bystander:
+            await bystander.join("lobby", "bystander")
+            yield server, "/ws"
+            await bystander.say("still here?")
+            assert (await bystander.recv())["text"] == "still here?"
     await server.stop()
 
 
@@ -71,18 +85,18 @@ async def raw_connection(server: wslab.BackgroundServer) -> tuple[asyncio.Stream
 
 
 @pytest.mark.parametrize(("request_bytes", "status"), BAD_HANDSHAKES.values(), ids=BAD_HANDSHAKES.keys())
-async def test_bad_handshake_gets_the_right_status(server_with_a_bystander, request_bytes: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
-    server, _ = server_with_a_bystander
+async def test_bad_handshake_gets_the_right_status(target, request_bytes: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
+    server, path = target
     reader, writer = await raw_connection(server)
-    writer.write(request_bytes)
+    writer.write(request_bytes.replace(b" / HTTP", f" {path} HTTP".encode(), 1))
     async with asyncio.timeout(5):
         status_line = await reader.readline()
     assert status_line.split()[:2] == [b"HTTP/1.1", str(status).encode()]
     writer.close()
 
 
-async def test_bytes_that_are_not_http_get_no_answer_and_a_closed_connection(server_with_a_bystander) -> None:  # type: ignore[no-untyped-def]
-    server, _ = server_with_a_bystander
+async def test_bytes_that_are_not_http_get_no_answer_and_a_closed_connection(target) -> None:  # type: ignore[no-untyped-def]
+    server, _ = target
     reader, writer = await raw_connection(server)
     writer.write(b"\x16\x03\x01\x02\x00 a TLS hello to a plain server\r\n\r\n")
     async with asyncio.timeout(5):
@@ -91,14 +105,15 @@ async def test_bytes_that_are_not_http_get_no_answer_and_a_closed_connection(ser
 
 
 @pytest.mark.parametrize(("frame", "code", "reason"), BAD_FRAMES.values(), ids=BAD_FRAMES.keys())
-async def test_bad_frame_gets_the_right_close_code(server_with_a_bystander, frame: bytes, code: int, reason: str) -> None:  # type: ignore[no-untyped-def]
-    server, _ = server_with_a_bystander
+async def test_bad_frame_gets_the_right_close_code(target, frame: bytes, code: int, reason: str) -> None:  # type: ignore[no-untyped-def]
+    server, path = target
     reader, writer = await raw_connection(server)
-    writer.write(upgrade_request(f"{server.host}:{server.port}", "/bad"))
+    writer.write(upgrade_request(f"{server.host}:{server.port}", path))
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     writer.write(frame)
     async with asyncio.timeout(5):
-        answer = await read_frame(reader)
+        while (answer := await read_frame(reader)).opcode == Opcode.TEXT:
+            pass  # the chat greets every client first
         assert (answer.opcode, parse_close(answer.payload)) == (Opcode.CLOSE, (code, reason))
         assert await reader.read() == b""  # then the server hangs up
     writer.close()

@@ -4,7 +4,7 @@
 >>> server = await wslab.start(echo)        # doctest: +SKIP
 """
 
-from . import frames  # chapter 01: frames and the handshake by hand
+from . import chat, check, frames  # chat: chapter 05's service; check: the exercises; frames: chapter 01
 from .errors import LegacyHandlerError, NoEventLoopError, PortInUseError
 from .fanout import Outbox  # chapter 02: per-client outboxes for fan-out
 from .guards import RateLimit, rate_limited, request_token, token_auth  # chapter 04: who may connect
@@ -25,6 +25,8 @@ __all__ = [
     "RateLimit",
     "ThreadedServer",
     "Transcript",
+    "check",
+    "chat",
     "frames",
     "parse_message",
     "rate_limited",

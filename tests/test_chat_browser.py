@@ -1,0 +1,123 @@
+"""The chat page in a real browser (headless Chromium): two tabs and a Python client chat together."""
+
+from __future__ import annotations
+
+import shutil
+from http import HTTPStatus
+from typing import Any, AsyncIterator
+
+import pytest
+
+import wslab
+from wslab.chat import ChatServer
+from wslab.chat.client import ChatClient
+
+from .conftest import require
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    require(CHROMIUM is not None, "Chromium (Debian package chromium)")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:  # pragma: no cover - requirements.txt installs it
+        require(False, "the Python package playwright")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        await browser.close()
+
+
+async def join(page: Any, url: str, nick: str, room: str = "lobby") -> None:
+    await page.goto(url)
+    await page.wait_for_selector("#status:has-text('connected')")
+    await page.fill("#nick", nick)
+    await page.fill("#room", room)
+    await page.click("#join")
+    await page.wait_for_selector("#messages li[data-type=joined]")
+
+
+async def say(page: Any, text: str) -> None:
+    await page.fill("#text", text)
+    await page.click("#send")
+
+
+async def sees(page: Any, line: str) -> None:
+    await page.wait_for_selector(f"#messages li[data-type=message]:has-text({line!r})", timeout=5000)
+
+
+async def next_of(client: ChatClient, kind: str) -> dict[str, Any]:
+    """The next message of type ``kind`` (presence news in between is skipped)."""
+    while (message := await client.recv())["type"] != kind:
+        assert message["type"] == "presence", message
+    return message
+
+
+async def test_two_tabs_and_a_python_client_chat(browser: Any) -> None:
+    chat = ChatServer()
+    await chat.start()
+    context = await browser.new_context()
+    ada, bob = await context.new_page(), await context.new_page()
+    await join(ada, chat.http_url, "ada")
+    await join(bob, chat.http_url, "bob")
+    async with ChatClient(chat.ws_uri) as cy:
+        joined = await cy.join("lobby", "cy")
+        assert joined["members"] == ["ada", "bob", "cy"]
+
+        await say(ada, "hello from a tab")
+        await sees(bob, "ada: hello from a tab")
+        assert await next_of(cy, "message") == {
+            "v": 1, "type": "message", "room": "lobby", "seq": 1, "nick": "ada", "text": "hello from a tab"
+        }
+
+        await cy.say("hello from Python")
+        for page in (ada, bob):
+            await sees(page, "cy: hello from Python")
+
+        await say(bob, "bob here")
+        await sees(ada, "bob: bob here")
+        assert (await next_of(cy, "message"))["text"] == "hello from Python"
+        assert (await next_of(cy, "message"))["text"] == "bob here"
+    await context.close()
+    await chat.server.stop()  # type: ignore[union-attr]
+
+
+async def test_a_page_from_another_origin_is_refused(browser: Any) -> None:
+    chat = ChatServer()
+    await chat.start()
+
+    async def never(websocket: Any) -> None:  # the other site only serves a page
+        await websocket.close()
+
+    def evil_page(connection: Any, request: Any) -> Any:
+        response = connection.respond(
+            HTTPStatus.OK,
+            f"""<!doctype html><title>waiting</title><script>
+            const ws = new WebSocket("{chat.ws_uri}");
+            ws.onopen = () => document.title = "open";
+            ws.onclose = (event) => document.title = "closed " + event.code;
+            </script>""",
+        )
+        del response.headers["Content-Type"]  # respond() says text/plain; assigning would add a second one
+        response.headers["Content-Type"] = "text/html; charset=utf-8"
+        return response
+
+    other = await wslab.start(never, name="other-site", process_request=evil_page)
+    page = await browser.new_page()
+    await page.goto(other.uri.replace("ws", "http", 1) + "/")
+    await page.wait_for_function("document.title.startsWith('closed') || document.title === 'open'", timeout=5000)
+    assert await page.title() == "closed 1006"  # the browser only learns that the handshake failed
+    await page.close()
+    await other.stop()
+    await chat.server.stop()  # type: ignore[union-attr]
+    assert chat.server.transcript.lines == ["HTTP /ws -> 403 Forbidden"]  # type: ignore[union-attr]
