@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted(p for p in (Path(__file__).parent.parent / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+ROOT = Path(__file__).parent.parent
+NOTEBOOKS = sorted(
+    p for folder in ("notebooks", "solutions") for p in (ROOT / folder).rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+)
 SKIPPED = {"nbval-skip", "exercise", "skip-execution"}
 MACHINE_PATH = re.compile(r"/(?:root|home/[^/\s]+|Users/[^/\s]+|tmp|work|private/var)/|site-packages|\.pyenv/|\.?venv/")
 WARNING = re.compile(r"\b\w*Warning\b")
@@ -48,7 +51,7 @@ def problems_in(notebook: dict) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in NOTEBOOKS])
 def test_notebook_was_saved_from_one_clean_run(path: Path) -> None:
     assert problems_in(json.loads(path.read_text(encoding="utf-8"))) == []
 
