@@ -4,7 +4,8 @@ It reads one job per line on stdin, ``<uri> <messages> <batch> <compression>``, 
 one connects, sends ``messages`` 16-byte text messages in pipelined batches of ``batch``
 (send ``batch`` messages, then read their ``batch`` echoes), and prints the elapsed seconds
 of the message exchange only (the handshake and the closing handshake are not timed).
-It exits when stdin closes. Every step is bounded by timeouts, so it cannot hang.
+A ``tcp://host:port`` address runs the same exchange over a raw TCP connection (no framing),
+against bench_tcp.py's echo server: the floor. It exits when stdin closes. Every step is bounded by timeouts, so it cannot hang.
 """
 
 from __future__ import annotations
@@ -32,11 +33,34 @@ async def run_job(uri: str, messages: int, batch: int, compression: str | None) 
         return time.perf_counter() - started
 
 
+async def run_tcp_job(uri: str, messages: int, batch: int) -> float:
+    """The same exchange over raw TCP with asyncio streams; return the elapsed seconds."""
+    host, port = uri.removeprefix("tcp://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    data = MESSAGE.encode()
+    try:
+        started = time.perf_counter()
+        for _ in range(messages // batch):
+            for _ in range(batch):
+                writer.write(data)
+                await writer.drain()
+            for _ in range(batch):
+                if await reader.readexactly(len(data)) != data:
+                    raise RuntimeError("the server did not echo the message")
+        return time.perf_counter() - started
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def main() -> None:
     for line in sys.stdin:
         uri, messages, batch, compression = line.split()
         async with asyncio.timeout(TIMEOUT):
-            elapsed = await run_job(uri, int(messages), int(batch), None if compression == "none" else compression)
+            if uri.startswith("tcp://"):
+                elapsed = await run_tcp_job(uri, int(messages), int(batch))
+            else:
+                elapsed = await run_job(uri, int(messages), int(batch), None if compression == "none" else compression)
         print(f"{elapsed:.9f}", flush=True)
 
 
