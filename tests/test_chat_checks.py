@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from wslab.chat import CLIENT_TYPES, ChatError, ChatServer, checks
+from wslab import check as checks
+from wslab.chat import CLIENT_TYPES, ChatError, ChatServer
 from wslab.chat.server import Client
 
 

@@ -39,15 +39,16 @@ def release_texts(release: Path) -> dict[str, str]:
 
 
 def test_there_is_a_solution_for_every_chapter() -> None:
-    assert [p.name[:2] for p in SOLUTIONS][:5] == ["00", "01", "02", "03", "04"]
-    assert len(solution_cells()) >= 13
+    assert [p.name[:2] for p in SOLUTIONS][:6] == ["00", "01", "02", "03", "04", "05"]
+    assert len(solution_cells()) >= 16
 
 
 def test_the_chapters_are_there_without_the_solutions_folder(release: Path) -> None:
     chapters = {p.name for p in (release / "notebooks").glob("*.ipynb")}
     assert {p.name for p in (ROOT / "notebooks").glob("*.ipynb")} == chapters
     assert {"00-start-here.ipynb", "04-advanced.ipynb"} <= chapters
-    assert (release / "src" / "wslab" / "check.py").exists()
+    assert (release / "src" / "wslab" / "check" / "__init__.py").exists()
+    assert (release / "src" / "wslab" / "check" / "ch05.py").exists()
     assert (release / "requirements.txt").exists()
     assert not (release / "solutions").exists()
     assert not list(release.rglob("*solutions*"))
@@ -67,23 +68,29 @@ def test_no_solution_cell_appears_in_the_release(release: Path) -> None:
     assert student_release.leaks(release, ROOT) == []
 
 
-def test_the_leak_check_catches_a_solution_in_a_chapter(release: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("chapter", "solutions"), [("00-start-here", "00-solutions"), ("05-chat", "05-solutions")])
+def test_the_leak_check_catches_a_solution_in_a_chapter(release: Path, tmp_path: Path, chapter: str, solutions: str) -> None:
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import student_release
     finally:
         sys.path.remove(str(ROOT / "tools"))
-    notebook = nbformat.read(release / "notebooks" / "00-start-here.ipynb", as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(solution_cells()[0]))
+    solution = next(
+        cell.source
+        for cell in nbformat.read(ROOT / "solutions" / f"{solutions}.ipynb", as_version=4).cells
+        if "solution" in cell.metadata.get("tags", [])
+    )
+    notebook = nbformat.read(release / "notebooks" / f"{chapter}.ipynb", as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(solution))
     leaky = tmp_path / "leaky"
     (leaky / "notebooks").mkdir(parents=True)
-    nbformat.write(notebook, leaky / "notebooks" / "00-start-here.ipynb")
+    nbformat.write(notebook, leaky / "notebooks" / f"{chapter}.ipynb")
     assert student_release.leaks(leaky, ROOT)
     tagged = tmp_path / "tagged.ipynb"
     notebook.cells[-1].metadata["tags"] = ["solution"]
     nbformat.write(notebook, tagged)
     student_release.strip_notebook(tagged)
-    assert solution_cells()[0] not in tagged.read_text(encoding="utf-8")
+    assert solution not in tagged.read_text(encoding="utf-8")
 
 
 def test_exercise_cells_stay_stubs_without_outputs(release: Path) -> None:
@@ -91,3 +98,18 @@ def test_exercise_cells_stay_stubs_without_outputs(release: Path) -> None:
         for cell in nbformat.read(path, as_version=4).cells:
             if "exercise" in cell.metadata.get("tags", []):
                 assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_every_exercise_ends_with_a_wslab_check(release: Path) -> None:
+    """Chapter 05 too: each stub calls ``await wslab.check.<name>(...)``, a check the release's wslab has."""
+    from wslab import check
+
+    called = []
+    for path in sorted((release / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if "exercise" in cell.metadata.get("tags", []) and "await wslab." in cell.source:
+                line = next(line for line in cell.source.splitlines() if line.startswith("await wslab."))
+                assert line.startswith("await wslab.check."), f"{path.name}: {line}"
+                called.append((path.name[:2], line.removeprefix("await wslab.check.").split("(")[0]))
+    assert {name for _, name in called} <= set(check.__all__)
+    assert [name for chapter, name in called if chapter == "05"] == ["who", "typing", "whisper"]

@@ -1,6 +1,6 @@
-"""One-line checks for chapter 05's exercises: run the learner's ChatServer subclass, print PASS or FAIL.
+"""Checks for chapter 05 (chat): the learner's ChatServer subclass with a new message type.
 
->>> await wslab.chat.checks.who(WhoChat)     # doctest: +SKIP
+>>> await wslab.check.who(WhoChat)     # doctest: +SKIP
 PASS: who - 'who' answers the sender with the room's members, and not-joined before a join
 """
 
@@ -10,16 +10,16 @@ import asyncio
 import json
 from typing import Any
 
-from ..check import Fail, Verdict, _run, _Run
-from .client import ChatClient
-from .server import ChatServer
+from ..chat.client import ChatClient
+from ..chat.server import ChatServer
+from .core import Fail, Run, Verdict, run
 
 __all__ = ["typing", "who", "whisper"]
 
 QUIET = 0.3  # how long a client that must receive nothing is watched, in seconds
 
 
-async def _chat(run: _Run, cls: Any) -> ChatServer:
+async def _chat(run: Run, cls: Any) -> ChatServer:
     if not (isinstance(cls, type) and issubclass(cls, ChatServer)):
         raise Fail(f"pass your ChatServer subclass itself, `class MyChat(ChatServer): ...` (got {cls!r})")
     chat = cls()
@@ -27,7 +27,7 @@ async def _chat(run: _Run, cls: Any) -> ChatServer:
     return chat
 
 
-async def _members(run: _Run, chat: ChatServer, *nicks: str) -> list[ChatClient]:
+async def _members(run: Run, chat: ChatServer, *nicks: str) -> list[ChatClient]:
     """Clients that joined "lobby" under ``nicks``, every presence message already read."""
     clients: list[ChatClient] = []
     for nick in nicks:
@@ -72,7 +72,7 @@ async def _nothing_for(client: ChatClient, who: str, sent: str, hint: str) -> No
 async def who(cls: Any) -> Verdict:
     """Exercise 1: ``{"v": 1, "type": "who"}`` answers the sender with ``members``; ``not-joined`` before a join."""
 
-    async def body(run: _Run) -> str:
+    async def body(run: Run) -> str:
         chat = await _chat(run, cls)
         ada, bob = await _members(run, chat, "ada", "bob")
         sent = '{"v": 1, "type": "who"}'
@@ -93,13 +93,13 @@ async def who(cls: Any) -> Verdict:
                 raise Fail("before joining, 'who' is refused like 'say': error code not-joined", sent=sent, got=json.dumps(got))
         return "'who' answers the sender with the room's members, and not-joined before a join"
 
-    return await _run("who", body)
+    return await run("who", body)
 
 
 async def typing(cls: Any) -> Verdict:
     """Exercise 2: ``{"v": 1, "type": "typing"}`` tells the others in the room, not the sender."""
 
-    async def body(run: _Run) -> str:
+    async def body(run: Run) -> str:
         chat = await _chat(run, cls)
         ada, bob = await _members(run, chat, "ada", "bob")
         sent = '{"v": 1, "type": "typing"}'
@@ -117,13 +117,13 @@ async def typing(cls: Any) -> Verdict:
             raise Fail("leave the sender out: broadcast(room, message, exclude=client)", sent=sent, got=f"ada received {json.dumps(got)}")
         return "'typing' reaches the others in the room, not the sender"
 
-    return await _run("typing", body)
+    return await run("typing", body)
 
 
 async def whisper(cls: Any) -> Verdict:
     """Exercise 3: ``whisper`` reaches ``to`` and the sender only, marked private; an unknown ``to`` is an error."""
 
-    async def body(run: _Run) -> str:
+    async def body(run: Run) -> str:
         chat = await _chat(run, cls)
         ada, bob, cleo = await _members(run, chat, "ada", "bob", "cleo")
         sent = '{"v": 1, "type": "whisper", "to": "bob", "text": "psst"}'
@@ -146,4 +146,4 @@ async def whisper(cls: Any) -> Verdict:
             raise Fail("a whisper to a nickname not in the room gets an error", sent="a whisper to 'nobody'", got=json.dumps(got))
         return "whispers reach their recipient and the sender only; an unknown recipient gets an error"
 
-    return await _run("whisper", body)
+    return await run("whisper", body)

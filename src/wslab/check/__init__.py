@@ -1,0 +1,39 @@
+"""One-line checks for the exercises: run the learner's code against real connections, print PASS or FAIL.
+
+>>> from wslab import check
+>>> await check.shout(shout)            # doctest: +SKIP
+PASS: shout - every message came back in capital letters
+
+A check starts its own servers (named ``check-...``, so the learner's servers keep running), is bounded in
+time, stops what it started, never raises, and returns a :class:`Verdict` (truthy when it passed).
+The machinery is in :mod:`wslab.check.core`; each chapter's checks are in ``ch00`` ... ``ch05``.
+"""
+
+from .ch00 import shout, shout_count
+from .ch01 import binary_echo, long_ping, two_fragments
+from .ch02 import announcements, names, rooms_endpoint
+from .ch03 import first_five, give_up_after, resume
+from .ch04 import auth_deadline, silent_server, slow_down
+from .ch05 import typing, whisper, who
+from .core import Verdict
+
+__all__ = [  # "Verdict" first, then every check
+    "Verdict",
+    "announcements",
+    "auth_deadline",
+    "binary_echo",
+    "first_five",
+    "give_up_after",
+    "long_ping",
+    "names",
+    "resume",
+    "rooms_endpoint",
+    "shout",
+    "shout_count",
+    "silent_server",
+    "slow_down",
+    "two_fragments",
+    "typing",
+    "whisper",
+    "who",
+]

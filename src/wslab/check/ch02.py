@@ -1,0 +1,119 @@
+"""Checks for chapter 02 (server): the chapter's ChatServer with names, a /rooms endpoint and announcements."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from ..servers import BackgroundServer
+from .core import Fail, Run, Verdict, recv, run
+
+__all__ = ["names", "rooms_endpoint", "announcements"]
+
+
+async def _chat(run: Run, cls: Any) -> BackgroundServer:
+    if not isinstance(cls, type):
+        raise Fail("pass the class itself (a subclass of ChatServer), not an instance", got=type(cls).__name__)
+    app = cls()
+    return await run.start(app.handler, process_request=app.process_request)
+
+
+async def _said(ws: Any, who: str, text: str) -> dict[str, Any]:
+    """Say ``text`` and wait for the room's answer to come back to ``ws``."""
+    sent = {"type": "say", "text": text}
+    await ws.send(json.dumps(sent))
+    while True:
+        got = json.loads(await recv(ws, who, sent, "a 'said' message", "publish every 'say' to the room"))
+        if got.get("type") == "said" and got.get("text") == text:
+            return got
+
+
+async def names(cls: Any) -> Verdict:
+    """Chapter 02, exercise 1: ``cls()`` is a ChatServer whose "said" messages carry "from" (the ``name``
+    in the query string, or "anonymous")."""
+
+    async def body(run: Run) -> str:
+        server = await _chat(run, cls)
+        async with connect(server.uri + "/room/lobby?name=ada") as ada, connect(server.uri + "/room/lobby") as anon:
+            for ws, who, name in ((ada, "ada", "ada"), (anon, "a client without a name", "anonymous")):
+                got = await _said(ws, who, f"hi from {name}")
+                expected = {"type": "said", "room": "lobby", "text": f"hi from {name}", "from": name}
+                if got != expected:
+                    hint = "add \"from\": the name in the query string (urllib.parse.parse_qs), or \"anonymous\""
+                    if got.get("room") != "lobby":
+                        hint = "the room is the path without the query string: keep room_of()"
+                    raise Fail(hint, sent=f"{who} said 'hi from {name}'", got=got, expected=expected)
+        return "ada's messages come from 'ada', the others' from 'anonymous'"
+
+    return await run("names", body)
+
+
+async def _http_get(server: BackgroundServer, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nConnection: close\r\n\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in head[1:] if ":" in line]
+        length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
+        body = await reader.readexactly(length)
+        return head[0], headers, body  # type: ignore[return-value]
+    finally:
+        writer.close()
+
+
+async def rooms_endpoint(cls: Any) -> Verdict:
+    """Chapter 02, exercise 2: ``cls()`` answers ``GET /rooms`` with a JSON object room -> members."""
+
+    async def body(run: Run) -> str:
+        server = await _chat(run, cls)
+        async with (
+            connect(server.uri + "/room/lobby") as a,
+            connect(server.uri + "/room/lobby") as b,
+            connect(server.uri + "/room/kitchen") as c,
+        ):
+            for ws, who in ((a, "client a"), (b, "client b"), (c, "client c")):
+                await _said(ws, who, "here")  # each one is in its room now
+            status, headers, data = await _http_get(server, "/rooms")
+        expected = {"lobby": 2, "kitchen": 1}
+        if " 200 " not in status + " ":
+            raise Fail("answer connection.respond(HTTPStatus.OK, json.dumps(...)) for /rooms", sent="GET /rooms", got=status, expected="HTTP/1.1 200 OK")
+        types = [v for k, v in headers if k.lower() == "content-type"]
+        if types != ["application/json"]:
+            raise Fail(
+                "del response.headers['Content-Type'] before setting it, or it is sent twice",
+                sent="GET /rooms", got=f"Content-Type headers: {types}", expected="['application/json']",
+            )
+        try:
+            rooms = json.loads(data)
+        except ValueError:
+            raise Fail("the body must be JSON: json.dumps(...)", sent="GET /rooms", got=data[:80], expected=expected) from None
+        if rooms != expected:
+            raise Fail("map each room to len(members)", sent="GET /rooms with 2 clients in lobby, 1 in kitchen", got=rooms, expected=expected)
+        return "GET /rooms -> 200, application/json once, {'lobby': 2, 'kitchen': 1}"
+
+    return await run("rooms_endpoint", body)
+
+
+async def announcements(cls: Any) -> Verdict:
+    """Chapter 02, exercise 3: ``cls()`` publishes {"type": "joined"} and {"type": "left"} to the room."""
+
+    async def body(run: Run) -> str:
+        server = await _chat(run, cls)
+        async with connect(server.uri + "/room/lobby") as ada:
+            await _said(ada, "ada", "anyone?")  # skips ada's own "joined", if any
+            for event, step in (("joined", "bob joined"), ("left", "bob left")):
+                if event == "joined":
+                    bob = await connect(server.uri + "/room/lobby")
+                    run.cleanups.append(bob.close)
+                else:
+                    await bob.close()
+                expected = {"type": event, "room": "lobby"}
+                got = json.loads(await recv(ada, "ada", step, expected, f"publish {expected} to the room when a client {event.replace('joined', 'joins').replace('left', 'leaves')}"))
+                if {k: got.get(k) for k in expected} != expected:
+                    raise Fail(f"publish {expected} when a client {'enters' if event == 'joined' else 'leaves'}", sent=step, got=got, expected=expected)
+        return "ada saw bob join and leave"
+
+    return await run("announcements", body)
