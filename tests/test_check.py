@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.client import process_exception
+from websockets.exceptions import ConnectionClosedError
 
 from wslab import Outbox, RateLimit, check, rate_limited
 from wslab.frames import Opcode, accept_key, encode_frame, parse_close, read_frame
@@ -506,3 +509,160 @@ async def test_every_check_survives_garbage(name, capsys):
     result = await getattr(check, name)(None)
     assert not result
     assert capsys.readouterr().out.startswith(f"FAIL: {name}")
+
+
+# ---------------------------------------------------------------- 06
+
+
+async def max_size_ok(uri):
+    async with connect(uri) as ws:
+        await ws.send("x" * 2_000_000)
+        try:
+            async with asyncio.timeout(0.5):
+                await ws.recv()
+        except ConnectionClosedError as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 1009, f"closed with {closed.rcvd}"
+        else:
+            raise AssertionError("the server answered instead of closing with 1009")
+
+
+async def max_size_only_sends(uri):
+    async with connect(uri) as ws:
+        await ws.send("x" * 2_000_000)
+
+
+async def max_size_any_error(uri):
+    async with connect(uri) as ws:
+        await ws.send("x" * 2_000_000)
+        try:
+            await ws.recv()
+        except ConnectionClosedError:
+            return
+        raise AssertionError("not closed")
+
+
+async def max_size_any_close(uri):  # takes a normal close for the right one
+    async with connect(uri) as ws:
+        await ws.send("x" * 2_000_000)
+        try:
+            async with asyncio.timeout(0.5):
+                async for _ in ws:
+                    raise AssertionError("got an answer")
+        except ConnectionClosedError:
+            pass
+        assert ws.close_code in (1000, 1009)
+
+
+async def max_size_hangs(uri):
+    async with connect(uri) as ws:
+        await ws.send("x" * 2_000_000)
+        await ws.wait_closed()
+        assert ws.close_code == 1009
+
+
+async def max_size_wrong_code(uri):
+    async with connect(uri) as ws:
+        await ws.send("x" * 2_000_000)
+        try:
+            await ws.recv()
+        except ConnectionClosedError as closed:
+            assert closed.rcvd.code == 1011
+
+
+def max_size_sync(uri):
+    pass
+
+
+async def test_max_size_test(capsys):
+    await expect_pass(check.max_size_test(max_size_ok), capsys)
+    await expect_fail(check.max_size_test(max_size_only_sends), capsys, "answers 'too big' and stays open", "assert that the connection closes")
+    await expect_fail(check.max_size_test(max_size_any_error), capsys, "closes with 1011 (internal error)", "check the close code")
+    await expect_fail(check.max_size_test(max_size_any_close), capsys, "closes normally with 1000", "a normal close is not 1009")
+    await expect_fail(check.max_size_test(max_size_hangs), capsys, "bound every wait", "got: still running after 1 s")
+    await expect_fail(check.max_size_test(max_size_wrong_code), capsys, "must pass against a correct server", "AssertionError")
+    await expect_fail(check.max_size_test(max_size_sync), capsys, "async def test_max_size(uri)")
+
+
+async def going_away_ok(websocket):
+    await websocket.recv()
+    await websocket.close(1001, "going away")
+
+
+async def going_away_at_once(websocket):
+    await websocket.close(1001)
+
+
+async def going_away_1000(websocket):
+    await websocket.recv()
+
+
+async def going_away_price_first(websocket):
+    request = json.loads(await websocket.recv())
+    await websocket.send(json.dumps({"symbol": request["subscribe"], "price": 42.5}))
+    await websocket.close(1001)
+
+
+async def going_away_never(websocket):
+    await websocket.recv()
+    await websocket.wait_closed()
+
+
+async def test_going_away(capsys):
+    await expect_pass(check.going_away(going_away_ok), capsys)
+    await expect_fail(check.going_away(going_away_at_once), capsys, "wait for the subscription first", "closed before the client subscribed")
+    await expect_fail(check.going_away(going_away_1000), capsys, "close with code 1001", "expected: received 1001 (going away)")
+    await expect_fail(check.going_away(going_away_price_first), capsys, "close without sending any price", "42.5")
+    await expect_fail(check.going_away(going_away_never), capsys, "close the connection once the subscription is read")
+
+
+def percentiles_ok(samples):
+    if len(samples) < 2:
+        raise ValueError("need at least two samples")
+    cuts = statistics.quantiles(samples, n=100)
+    return {"p50": cuts[49], "p99": cuts[98], "max": max(samples)}
+
+
+def percentiles_mean(samples):
+    return {**percentiles_ok(samples), "p50": statistics.mean(samples)}
+
+
+def percentiles_off_by_one(samples):
+    if len(samples) < 2:
+        raise ValueError("need at least two samples")
+    cuts = statistics.quantiles(samples, n=100)
+    return {"p50": cuts[50], "p99": cuts[98], "max": max(samples)}
+
+
+def percentiles_max(samples):
+    return {**percentiles_ok(samples), "p99": max(samples)}
+
+
+def percentiles_sorts(samples):
+    samples.sort()
+    return percentiles_ok(samples)
+
+
+def percentiles_numpy_style(samples):
+    return {**percentiles_ok(samples), "p99": statistics.quantiles(samples, n=100, method="inclusive")[98]}
+
+
+def percentiles_no_guard(samples):
+    if not samples:
+        return {"p50": 0, "p99": 0, "max": 0}
+    return percentiles_ok(samples)
+
+
+def percentiles_tuple(samples):
+    cuts = statistics.quantiles(samples, n=100)
+    return cuts[49], cuts[98]
+
+
+async def test_percentiles(capsys):
+    await expect_pass(check.percentiles(percentiles_ok), capsys)
+    await expect_fail(check.percentiles(percentiles_mean), capsys, "p50 is the median, not the mean", "95 round trips")
+    await expect_fail(check.percentiles(percentiles_off_by_one), capsys, "p50 is cuts[49]")
+    await expect_fail(check.percentiles(percentiles_max), capsys, "p99 is not the maximum")
+    await expect_fail(check.percentiles(percentiles_sorts), capsys, "leave the caller's list as it was")
+    await expect_fail(check.percentiles(percentiles_numpy_style), capsys, "compute them as the chapter does", "'p99': 99.01")
+    await expect_fail(check.percentiles(percentiles_no_guard), capsys, "raise ValueError when there are fewer than two samples", "sent: []")
+    await expect_fail(check.percentiles(percentiles_tuple), capsys, "return a dict")

@@ -39,7 +39,7 @@ def release_texts(release: Path) -> dict[str, str]:
 
 
 def test_there_is_a_solution_for_every_chapter() -> None:
-    assert [p.name[:2] for p in SOLUTIONS][:6] == ["00", "01", "02", "03", "04", "05"]
+    assert [p.name[:2] for p in SOLUTIONS][:7] == ["00", "01", "02", "03", "04", "05", "06"]
     assert len(solution_cells()) >= 16
 
 
@@ -49,6 +49,7 @@ def test_the_chapters_are_there_without_the_solutions_folder(release: Path) -> N
     assert {"00-start-here.ipynb", "04-advanced.ipynb"} <= chapters
     assert (release / "src" / "wslab" / "check" / "__init__.py").exists()
     assert (release / "src" / "wslab" / "check" / "ch05.py").exists()
+    assert (release / "src" / "wslab" / "check" / "ch06.py").exists()
     assert (release / "requirements.txt").exists()
     assert not (release / "solutions").exists()
     assert not list(release.rglob("*solutions*"))
@@ -101,7 +102,7 @@ def test_exercise_cells_stay_stubs_without_outputs(release: Path) -> None:
 
 
 def test_every_exercise_ends_with_a_wslab_check(release: Path) -> None:
-    """Chapter 05 too: each stub calls ``await wslab.check.<name>(...)``, a check the release's wslab has."""
+    """Chapters 05 and 06 too: each stub calls ``await wslab.check.<name>(...)``, a check the release's wslab has."""
     from wslab import check
 
     called = []
@@ -113,3 +114,4 @@ def test_every_exercise_ends_with_a_wslab_check(release: Path) -> None:
                 called.append((path.name[:2], line.removeprefix("await wslab.check.").split("(")[0]))
     assert {name for _, name in called} <= set(check.__all__)
     assert [name for chapter, name in called if chapter == "05"] == ["who", "typing", "whisper"]
+    assert [name for chapter, name in called if chapter == "06"] == ["max_size_test", "going_away", "percentiles"]

@@ -6,7 +6,7 @@ PASS: shout - every message came back in capital letters
 
 A check starts its own servers (named ``check-...``, so the learner's servers keep running), is bounded in
 time, stops what it started, never raises, and returns a :class:`Verdict` (truthy when it passed).
-The machinery is in :mod:`wslab.check.core`; each chapter's checks are in ``ch00`` ... ``ch05``.
+The machinery is in :mod:`wslab.check.core`; each chapter's checks are in ``ch00`` ... ``ch06``.
 """
 
 from .ch00 import shout, shout_count
@@ -15,6 +15,7 @@ from .ch02 import announcements, names, rooms_endpoint
 from .ch03 import first_five, give_up_after, resume
 from .ch04 import auth_deadline, silent_server, slow_down
 from .ch05 import typing, whisper, who
+from .ch06 import going_away, max_size_test, percentiles
 from .core import Verdict
 
 __all__ = [  # "Verdict" first, then every check
@@ -24,8 +25,11 @@ __all__ = [  # "Verdict" first, then every check
     "binary_echo",
     "first_five",
     "give_up_after",
+    "going_away",
     "long_ping",
+    "max_size_test",
     "names",
+    "percentiles",
     "resume",
     "rooms_endpoint",
     "shout",

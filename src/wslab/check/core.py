@@ -60,10 +60,14 @@ class Run:
     servers: list[BackgroundServer] = field(default_factory=list)
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def start(self, handler: Any, port: int = 0, **kwargs: Any) -> BackgroundServer:
-        """Start ``handler`` on a server named ``check-<name>``, stopped when the check ends."""
+    async def start(self, handler: Any, port: int = 0, suffix: str = "", **kwargs: Any) -> BackgroundServer:
+        """Start ``handler`` on a server named ``check-<name>``, stopped when the check ends.
+
+        Servers side by side in one check need a ``suffix`` each (``check-<name>-<suffix>``).
+        """
         kwargs.setdefault("close_timeout", 1)
-        server = await start(handler, name=f"check-{self.name}", port=port, **kwargs)
+        name = f"check-{self.name}-{suffix}" if suffix else f"check-{self.name}"
+        server = await start(handler, name=name, port=port, **kwargs)
         self.servers.append(server)
         return server
 
