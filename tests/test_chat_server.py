@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 import wslab
+from wslab import http_get
 from wslab.chat import WS_PATH, ChatClient, ChatServer, encode
 
 from .conftest import open_fds
@@ -46,20 +47,6 @@ async def roundtrip_chat(sender: ChatClient, others: list[ChatClient], text: str
     for client in [sender, *others]:
         message = await client.recv()
         assert (message["type"], message["text"]) == ("message", text), message
-
-
-async def http_get(chat: ChatServer, path: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
-    """A plain HTTP/1.1 GET: status, headers (lower-case names), body."""
-    assert chat.server is not None
-    reader, writer = await asyncio.open_connection(chat.server.host, chat.server.port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {chat.server.host}:{chat.server.port}\r\n{headers}\r\n".encode())
-    head = (await reader.readuntil(b"\r\n\r\n")).decode()
-    status_line, *lines = head.strip().split("\r\n")
-    fields = dict((k.lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines))
-    body = await reader.readexactly(int(fields["content-length"]))
-    writer.close()
-    await writer.wait_closed()
-    return int(status_line.split()[1]), fields, body
 
 
 # -- the happy path -----------------------------------------------------------------------------
@@ -208,19 +195,18 @@ async def test_token_missing_or_wrong_gets_401_right_token_either_way_is_accepte
             assert by_query.hello["type"] == "hello"
         async with ChatClient(chat.ws_uri, additional_headers={"Authorization": "Bearer s3cret"}) as by_header:
             assert by_header.hello["type"] == "hello"
-        status, _, _ = await http_get(chat, "/")  # the page itself needs no token
-        assert status == 200
+        assert (await http_get(chat.http_url)).status == 200  # the page itself needs no token
 
 
 async def test_http_page_health_and_404(chat: ChatServer) -> None:
-    status, headers, body = await http_get(chat, "/")
-    assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
-    assert b'id="messages"' in body
-    status, headers, body = await http_get(chat, "/health")
-    assert status == 200 and headers["content-type"] == "application/json"
-    assert json.loads(body) == {"status": "ok", "rooms": 0, "clients": 0}
-    assert (await http_get(chat, "/nope"))[0] == 404
-    assert (await http_get(chat, "/ws"))[0] == 426  # WebSocket path, no Upgrade header
+    page = await http_get(chat.http_url)
+    assert page.status == 200 and page.headers.get_all("Content-Type") == ["text/html; charset=utf-8"]
+    assert 'id="messages"' in page.text
+    health = await http_get(chat.http_url + "health")
+    assert health.status == 200 and health.headers.get_all("Content-Type") == ["application/json"]
+    assert json.loads(health.body) == {"status": "ok", "rooms": 0, "clients": 0}
+    assert (await http_get(chat.http_url + "nope")).status == 404
+    assert (await http_get(chat.ws_uri)).status == 426  # WebSocket path, no Upgrade header
     with pytest.raises(InvalidStatus) as caught:
         await connect(chat.ws_uri.replace(WS_PATH, "/elsewhere"))
     assert caught.value.response.status_code == 404

@@ -7,6 +7,7 @@
 from . import chat, check, frames  # chat: chapter 05's service; check: the exercises; frames: chapter 01
 from .errors import LegacyHandlerError, NoEventLoopError, PortInUseError
 from .fanout import Outbox  # chapter 02: per-client outboxes for fan-out
+from .http import HttpAnswer, http_get  # plain HTTP beside WebSockets (chapters 02, 05)
 from .guards import RateLimit, rate_limited, request_token, token_auth  # chapter 04: who may connect
 from .messages import MessageError, parse_message  # chapter 02: JSON message validation
 from .servers import BackgroundServer, running, start, stop_all
@@ -17,6 +18,7 @@ from .transcript import Transcript
 __all__ = [
     "BackgroundServer",
     "FrameTrace",
+    "HttpAnswer",
     "LegacyHandlerError",
     "MessageError",
     "NoEventLoopError",
@@ -28,6 +30,7 @@ __all__ = [
     "check",
     "chat",
     "frames",
+    "http_get",
     "parse_message",
     "rate_limited",
     "request_token",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from websockets.asyncio.client import connect
 
+from ..http import http_get
 from ..servers import BackgroundServer
 from .core import Fail, Run, Verdict, recv, run
 
@@ -51,19 +51,6 @@ async def names(cls: Any) -> Verdict:
     return await run("names", body)
 
 
-async def _http_get(server: BackgroundServer, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nConnection: close\r\n\r\n".encode())
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in head[1:] if ":" in line]
-        length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
-        body = await reader.readexactly(length)
-        return head[0], headers, body  # type: ignore[return-value]
-    finally:
-        writer.close()
-
-
 async def rooms_endpoint(cls: Any) -> Verdict:
     """Chapter 02, exercise 2: ``cls()`` answers ``GET /rooms`` with a JSON object room -> members."""
 
@@ -76,20 +63,21 @@ async def rooms_endpoint(cls: Any) -> Verdict:
         ):
             for ws, who in ((a, "client a"), (b, "client b"), (c, "client c")):
                 await _said(ws, who, "here")  # each one is in its room now
-            status, headers, data = await _http_get(server, "/rooms")
+            answer = await http_get(server.uri + "/rooms")
         expected = {"lobby": 2, "kitchen": 1}
-        if " 200 " not in status + " ":
-            raise Fail("answer connection.respond(HTTPStatus.OK, json.dumps(...)) for /rooms", sent="GET /rooms", got=status, expected="HTTP/1.1 200 OK")
-        types = [v for k, v in headers if k.lower() == "content-type"]
+        if answer.status != 200:
+            got = f"{answer.status} {answer.reason}"
+            raise Fail("answer connection.respond(HTTPStatus.OK, json.dumps(...)) for /rooms", sent="GET /rooms", got=got, expected="200 OK")
+        types = answer.headers.get_all("Content-Type")
         if types != ["application/json"]:
             raise Fail(
                 "del response.headers['Content-Type'] before setting it, or it is sent twice",
                 sent="GET /rooms", got=f"Content-Type headers: {types}", expected="['application/json']",
             )
         try:
-            rooms = json.loads(data)
+            rooms = json.loads(answer.body)
         except ValueError:
-            raise Fail("the body must be JSON: json.dumps(...)", sent="GET /rooms", got=data[:80], expected=expected) from None
+            raise Fail("the body must be JSON: json.dumps(...)", sent="GET /rooms", got=answer.body[:80], expected=expected) from None
         if rooms != expected:
             raise Fail("map each room to len(members)", sent="GET /rooms with 2 clients in lobby, 1 in kitchen", got=rooms, expected=expected)
         return "GET /rooms -> 200, application/json once, {'lobby': 2, 'kitchen': 1}"
