@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from http import HTTPStatus
 
 import pytest
 
 import wslab
+from wslab import faults
 
 from .conftest import echo
 
@@ -48,9 +50,40 @@ async def test_bad_urls_are_refused_with_a_clear_message(url: str) -> None:
 
 
 async def test_a_silent_server_times_out() -> None:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    with pytest.raises(TimeoutError):
-        await wslab.http_get(f"http://127.0.0.1:{port}/", timeout=0.2)
-    server.close()
-    await server.wait_closed()
+    async with faults.silent_server() as port:
+        with pytest.raises(TimeoutError):
+            await wslab.http_get(f"http://127.0.0.1:{port}/", timeout=0.2)
+
+
+async def test_a_server_that_closes_without_answering_is_named() -> None:
+    async with faults.closing_server() as port:
+        url = f"http://127.0.0.1:{port}/health"
+        with pytest.raises(wslab.NoHttpAnswer, match=f"GET {url}: the server closed the connection without answering"):
+            await wslab.http_get(url, timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP answer: 'SSH-2.0-OpenSSH_9.2'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed the connection after 5 bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length is not a number: '-1'"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000, "headers are too long"),
+    ],
+)
+async def test_answers_that_are_not_http_get_a_clear_error(answer: bytes, error: str) -> None:
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # read the request: closing with unread data would reset
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        with pytest.raises(wslab.NoHttpAnswer, match=re.escape(error)) as caught:
+            await wslab.http_get(url, timeout=2)
+        assert url in str(caught.value)
+    finally:
+        server.close()
+        await server.wait_closed()

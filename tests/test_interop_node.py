@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,16 @@ ROOT = Path(__file__).parent.parent
 NODE = shutil.which("node")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def node_and_ws() -> None:
+    """Node, and the npm package ws: `npm ci` installs it into the project when it is missing."""
     require(NODE is not None, "node")
-    require((ROOT / "node_modules" / "ws").is_dir(), "the npm package ws (run `npm ci`)")
+    if (ROOT / "node_modules" / "ws").is_dir():
+        return
+    npm = shutil.which("npm")
+    require(npm is not None, "npm (it installs the node package ws)")
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"`npm ci` failed:\n{done.stdout}{done.stderr}"
 
 
 async def run_node_client(uri: str, *args: str) -> list[dict]:

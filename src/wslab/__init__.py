@@ -4,10 +4,10 @@
 >>> server = await wslab.start(echo)        # doctest: +SKIP
 """
 
-from . import chat, check, frames  # chat: chapter 05's service; check: the exercises; frames: chapter 01
+from . import chat, check, faults, frames  # chat: chapter 05; check: the exercises; faults: real failures; frames: chapter 01
 from .errors import LegacyHandlerError, NoEventLoopError, PortInUseError
 from .fanout import Outbox  # chapter 02: per-client outboxes for fan-out
-from .http import HttpAnswer, http_get  # plain HTTP beside WebSockets (chapters 02, 05)
+from .http import HttpAnswer, NoHttpAnswer, http_get  # plain HTTP beside WebSockets (chapters 02, 05)
 from .guards import RateLimit, rate_limited, request_token, token_auth  # chapter 04: who may connect
 from .messages import MessageError, parse_message  # chapter 02: JSON message validation
 from .servers import BackgroundServer, running, start, stop_all
@@ -22,6 +22,7 @@ __all__ = [
     "LegacyHandlerError",
     "MessageError",
     "NoEventLoopError",
+    "NoHttpAnswer",
     "Outbox",
     "PortInUseError",
     "RateLimit",
@@ -29,6 +30,7 @@ __all__ = [
     "Transcript",
     "check",
     "chat",
+    "faults",
     "frames",
     "http_get",
     "parse_message",
