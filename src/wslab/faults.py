@@ -16,10 +16,11 @@ import contextlib
 import os
 import socket
 import struct
-from typing import AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 __all__ = [
     "StalledClient",
+    "abort_mid_message",
     "closing_server",
     "lingering_client",
     "proxy_in_environment",
@@ -57,6 +58,31 @@ def silent_server() -> contextlib.AbstractAsyncContextManager[int]:
 def closing_server() -> contextlib.AbstractAsyncContextManager[int]:
     """A server that accepts each connection and closes it without answering; yields its port."""
     return _tcp_server(answer_and_close=True)
+
+
+def abort_mid_message(after: int = 3, text: str = "message") -> Callable[[Any], Awaitable[None]]:
+    """A handler that sends ``after`` messages, then half a frame, then resets the TCP connection.
+
+    What a client sees when a server crashes, or a network drops, in the middle of a message:
+    no close frame, so ``ConnectionClosedError`` with 1006.
+
+    >>> server = await wslab.start(faults.abort_mid_message(after=3))   # doctest: +SKIP
+    """
+
+    async def aborting(websocket: Any) -> None:
+        await websocket.recv()  # wait until the client says something, so it is listening
+        for n in range(1, after + 1):
+            await websocket.send(f"{text} {n}")
+        transport = websocket.transport
+        transport.write(b"\x81\x7e\x04\x00" + b"x" * 100)  # announces 1024 bytes, sends 100
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # RST instead of FIN: the peer gets ECONNRESET, as after a crash
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    aborting.__name__ = "abort_mid_message"
+    return aborting
 
 
 class StalledClient:

@@ -163,6 +163,10 @@ def parse_header(data: bytes) -> Header:
         (length,) = struct.unpack("!H", data[2:4])
     elif length == 127:  # ... or in the next 8 bytes
         (length,) = struct.unpack("!Q", data[2:10])
+        if length >> 63:
+            raise FrameError("the 64-bit length has its top bit set, which RFC 6455 forbids")
+    if opcode >= Opcode.CLOSE and (length > 125 or not first & 0x80):
+        raise FrameError(f"a {opcode.name} frame must have FIN set and at most 125 bytes, got fin={first >> 7} and {length}")
     mask = bytes(data[size - 4 : size]) if masked else None
     return Header(fin, opcode, masked, length, mask, size)
 
@@ -185,16 +189,23 @@ def decode_frame(data: bytes) -> Frame:
     return Frame(header.opcode, payload, header.fin, header.mask)
 
 
-async def read_frame_bytes(reader: asyncio.StreamReader) -> bytes:
-    """Read the bytes of exactly one frame from a stream, however TCP splits or joins them."""
+async def read_frame_bytes(reader: asyncio.StreamReader, max_size: int = 2**20) -> bytes:
+    """Read the bytes of exactly one frame from a stream, however TCP splits or joins them.
+
+    A header that announces more than ``max_size`` payload bytes raises :class:`FrameError` before
+    anything is read (a peer could announce 2**63 bytes), as websockets closes with 1009.
+    """
     data = await reader.readexactly(2)  # enough to know how long the header is
     data += await reader.readexactly(header_size(data) - 2)  # extended length, masking key
-    return data + await reader.readexactly(parse_header(data).length)
+    length = parse_header(data).length
+    if length > max_size:
+        raise FrameError(f"the frame announces {length} payload bytes, more than max_size={max_size}")
+    return data + await reader.readexactly(length)
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Frame:
+async def read_frame(reader: asyncio.StreamReader, max_size: int = 2**20) -> Frame:
     """Read one frame from a stream and decode it."""
-    return decode_frame(await read_frame_bytes(reader))
+    return decode_frame(await read_frame_bytes(reader, max_size))
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -213,7 +224,10 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     if len(payload) < 2:
         raise FrameError("a close payload is empty or starts with a 2-byte code")
     (code,) = struct.unpack("!H", payload[:2])
-    return code, payload[2:].decode()
+    try:
+        return code, payload[2:].decode()
+    except UnicodeDecodeError as exc:
+        raise FrameError(f"the close reason is not valid UTF-8 (byte {exc.start + 2}): a peer answers 1007") from None
 
 
 def explain(data: bytes) -> str:

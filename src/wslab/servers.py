@@ -58,8 +58,11 @@ class BackgroundServer:
         self._labels: dict[ServerConnection, str] = {}
         self._finished: dict[ServerConnection, asyncio.Future[None]] = {}
         self._stopped: asyncio.Future[None] | None = None
+        self._close_timeout: float = 10.0  # websockets' default; start() may set another
 
     async def _listen(self, host: str, port: int, serve_kwargs: dict[str, Any]) -> None:
+        if serve_kwargs.get("close_timeout") is not None:
+            self._close_timeout = serve_kwargs["close_timeout"]
         serve_kwargs.setdefault("logger", _server_logger(self.name, self.transcript))
         serve_kwargs["process_response"] = self._recording_http(serve_kwargs.get("process_response"))
         try:
@@ -144,26 +147,60 @@ class BackgroundServer:
         self.transcript.show(everything)
 
     async def stop(self, close_timeout: float | None = None) -> None:
-        """Close every connection with 1001 (going away) and stop listening. Idempotent.
+        """Close every connection with 1001 (going away) and stop listening; never hangs. Idempotent.
 
-        ``close_timeout`` bounds how long each client may take to answer the close frame
-        (default: the ``close_timeout`` given to ``start()``, 10 s unless set).
+        ``close_timeout`` (default: the one given to ``start()``, else websockets' 10 s) bounds the whole
+        stop. websockets waits for each client to answer the close frame *and* for its TCP connection to
+        end; a client that stopped reading (its unsent data fills the write buffer), or that answers but
+        keeps its socket open, would hold that wait for ever. When ``close_timeout`` has passed, ``stop()``
+        aborts the TCP connections that are left (the transcript says why, e.g. ``client 3: aborted after
+        1.0 s (not reading, 16 MB unsent)``), then cancels handlers that still have not returned, so it
+        returns within ``close_timeout`` plus about half a second.
         """
         if self._stopped is None:
             self._stopped = self._loop.create_future()
-            if close_timeout is not None:
-                for connection in self.server.all_connections:
-                    connection.close_timeout = close_timeout
+            timeout = close_timeout if close_timeout is not None else self._close_timeout
+            for connection in self.server.all_connections:
+                connection.close_timeout = timeout
+            started = self._loop.time()
             try:
                 self.server.close(close_connections=True)
-                await self.server.wait_closed()
+                closing = self.server.close_task  # websockets' own shutdown: close frames, TCP, handlers
+                assert closing is not None
+                if not await _within(closing, timeout):
+                    self._abort_the_rest(self._loop.time() - started)
+                    if not await _within(closing, _GRACE):
+                        self._cancel_handlers()
+                        await _within(closing, _GRACE)
                 if self._finished:
-                    await asyncio.wait(list(self._finished.values()), timeout=5)
+                    await asyncio.wait(list(self._finished.values()), timeout=_GRACE)
             finally:
                 _unregister(self)
                 self._stopped.set_result(None)
         else:
             await asyncio.shield(self._stopped)
+
+    def _abort_the_rest(self, waited: float) -> None:
+        """Abort every TCP connection that did not end in time, saying why in the transcript."""
+        for connection in list(self.server.all_connections):
+            if connection.state is State.CLOSED:
+                continue
+            label = self._labels.get(connection, "a client")
+            self.transcript.add(f"{label}: aborted after {waited:.1f} s ({_why_stuck(connection)})")
+            connection.transport.abort()
+        raw = self.server.server
+        if hasattr(raw, "abort_clients"):  # 3.13: also connections still in their opening handshake
+            raw.abort_clients()
+        else:  # 3.12's wait_closed() waits for these too; 3.11 keeps no list and does not wait
+            for transport in list(getattr(raw, "_clients", ()) or ()):
+                transport.abort()
+
+    def _cancel_handlers(self) -> None:
+        """Cancel handlers that ignore their closed connection (e.g. stuck in a sleep), saying so."""
+        for task in list(self.server.handler_tasks):
+            if not task.done():
+                task.cancel()
+                self.transcript.add("a handler was cancelled: it did not return after its connection closed")
 
     def _stop_soon(self, close_timeout: float | None = None) -> None:
         """Start stopping from synchronous code: free the port now, finish the rest on the loop."""
@@ -278,6 +315,31 @@ async def stop_all() -> list[str]:
 def running() -> dict[str, str]:
     """The servers wslab is running, as ``{name: uri}``."""
     return {name: getattr(server, "uri", "") for name, server in _registry.items()}
+
+
+_GRACE = 0.25  # after aborting: how long connections and handlers get to finish, each step
+
+
+async def _within(task: asyncio.Future[Any], timeout: float) -> bool:
+    """Wait at most ``timeout`` s for ``task``, which goes on if it is not done; True if it finished."""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(task)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _why_stuck(connection: ServerConnection) -> str:
+    """Why a connection did not close in time, in a few words for the transcript."""
+    unsent = connection.transport.get_write_buffer_size()
+    if unsent > 1_000_000:
+        return f"not reading, {unsent / 1e6:.0f} MB unsent"
+    if unsent:
+        return f"not reading, {unsent:,} bytes unsent"
+    if connection.protocol.close_rcvd is not None:
+        return "it answered the close frame but kept its TCP connection open"
+    return "no answer to the close frame"
 
 
 def _unregister(server: object) -> None:

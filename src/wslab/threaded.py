@@ -83,7 +83,8 @@ class ThreadedServer:
         self.transcript.show(everything)
 
     async def stop(self, close_timeout: float | None = None) -> None:
-        """Close connections with 1001, stop listening, end the thread. Idempotent."""
+        """Close connections with 1001, stop listening, end the thread. Idempotent; bounded like
+        :meth:`BackgroundServer.stop`: within ``close_timeout`` plus about half a second."""
         if not self._stopped:
             stopping = asyncio.run_coroutine_threadsafe(self._inner.stop(close_timeout), self._loop)
             await asyncio.wrap_future(stopping)
@@ -92,7 +93,8 @@ class ThreadedServer:
     def stop_blocking(self, close_timeout: float | None = None) -> None:
         """``stop()`` for code that cannot await (scripts, sync clients, interpreter exit)."""
         if not self._stopped:
-            self._call(self._inner.stop(close_timeout), None)
+            bound = (close_timeout if close_timeout is not None else self._inner._close_timeout) + 5
+            self._call(self._inner.stop(close_timeout), bound)  # stop() is bounded; this is a safety net
         self._finish()
 
     _stop_soon = stop_blocking

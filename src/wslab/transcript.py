@@ -7,9 +7,10 @@ import io
 import logging
 import sys
 import threading
+import unicodedata
 from typing import Any, TextIO
 
-__all__ = ["Transcript", "TranscriptLogHandler", "bind"]
+__all__ = ["Transcript", "TranscriptLogHandler", "bind", "visible"]
 
 # The transcript and client label of the handler running in the current task, if any.
 _current: contextvars.ContextVar[tuple["Transcript", str] | None] = contextvars.ContextVar(
@@ -36,9 +37,14 @@ class Transcript:
         self._lock = threading.Lock()
 
     def add(self, line: str) -> None:
-        """Append one line (or several, separated by newlines)."""
+        """Append one line (or several, separated by ``\\n``).
+
+        What a client sent may reach a transcript, so each line is made safe to print and read:
+        control characters, lone surrogates, bidi overrides and other invisible or line-breaking
+        characters are shown escaped (``\\r``, ``\\ud800``, ``\\u202e``), never written raw.
+        """
         with self._lock:
-            self.lines.extend(line.splitlines() or [""])
+            self.lines.extend(visible(part) for part in line.split("\n"))
             excess = len(self.lines) - self.max_lines
             if excess > 0:
                 del self.lines[:excess]
@@ -60,6 +66,21 @@ class Transcript:
     def __str__(self) -> str:
         with self._lock:
             return "\n".join(self.lines)
+
+
+def visible(text: str) -> str:
+    """``text`` with every character that is not safely printable escaped, as Python would write it.
+
+    >>> visible("ok \\ud800 \\u202egnp.exe\\r")
+    'ok \\\\ud800 \\\\u202egnp.exe\\\\r'
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == "\t" or unicodedata.category(ch) == "Zs" else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
 
 
 def bind(transcript: Transcript, label: str) -> contextvars.Token[Any]:

@@ -114,6 +114,13 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
     finally:
         await state.stop()
     errors = state.handler_errors()
+    if passed and errors:  # the answers were right, but the handler crashed on the way: not a pass
+        passed = False
+        lines = [
+            "got: the right answers, but your handler raised an error during the check",
+            "hint: a handler must end cleanly; read with `async for message in websocket` (it ends quietly "
+            "when the client closes) or catch websockets.exceptions.ConnectionClosed",
+        ]
     if passed:
         text = f"PASS: {name} - {summary}"
     else:

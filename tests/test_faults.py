@@ -1,0 +1,94 @@
+"""Each fault in wslab.faults produces, for real, the failure the chapters describe."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+
+import wslab
+from wslab import faults
+
+from .conftest import echo
+
+
+async def hold(websocket: ServerConnection) -> None:
+    await websocket.wait_closed()
+
+
+async def test_a_stalled_client_fills_the_servers_write_buffer_and_keepalive_does_not_free_it() -> None:
+    server = await wslab.start(hold, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5)
+    async with faults.stalled_client(server.uri):
+        async with asyncio.timeout(5):
+            while not server.connections:
+                await asyncio.sleep(0.01)
+        (connection,) = server.connections
+        for _ in range(100):
+            broadcast(server.connections, "x" * 100_000)
+        await asyncio.sleep(1.0)  # five keepalive periods
+        assert connection.transport.get_write_buffer_size() > 5_000_000
+        assert connection.state.name == "OPEN"  # ping() waits for drain() before its timeout starts
+        await server.stop()
+
+
+async def test_a_server_that_aborts_mid_message_ends_async_for_with_an_error() -> None:
+    server = await wslab.start(faults.abort_mid_message(after=3))
+    got = []
+    with pytest.raises(ConnectionClosedError) as caught:
+        async with connect(server.uri, proxy=None) as ws:
+            await ws.send("start")
+            async for message in ws:
+                got.append(message)
+    assert got == ["message 1", "message 2", "message 3"]
+    assert caught.value.rcvd is None  # no close frame: 1006 for the client
+    await server.stop()
+
+
+async def test_an_error_in_the_body_leaves_the_reconnect_loop_unless_caught() -> None:
+    """`async for ws in connect(uri)` retries connecting; it does not survive an exception in its body."""
+    server = await wslab.start(faults.abort_mid_message(after=1))
+
+    connections = 0
+    with pytest.raises(ConnectionClosedError):
+        async for ws in connect(server.uri, proxy=None):
+            connections += 1
+            await ws.send("start")
+            async for _ in ws:
+                pass
+    assert connections == 1  # the loop ended after the first drop
+
+    connections = 0
+    async for ws in connect(server.uri, proxy=None):
+        connections += 1
+        try:
+            await ws.send("start")
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            if connections == 3:
+                break
+            continue  # the documented pattern: reconnect
+    assert connections == 3
+    await server.stop()
+
+
+async def test_a_proxy_in_the_environment_breaks_a_loopback_client_until_turned_off() -> None:
+    server = await wslab.start(echo)
+    with faults.proxy_in_environment():
+        assert os.environ["http_proxy"] == "http://127.0.0.1:9"
+        with pytest.raises(OSError):  # connect() went to the proxy, which is not there
+            async with connect(server.uri, open_timeout=2):
+                pass
+        async with connect(server.uri, proxy=None) as ws:  # fix 1: no proxy for this client
+            await ws.send("direct")
+            assert await ws.recv() == "direct"
+        os.environ["no_proxy"] = "127.0.0.1,localhost"  # fix 2: tell every client that loopback is direct
+        async with connect(server.uri) as ws:
+            await ws.send("no_proxy")
+            assert await ws.recv() == "no_proxy"
+    assert "http_proxy" not in os.environ or os.environ["http_proxy"] != "http://127.0.0.1:9"
+    await server.stop()
