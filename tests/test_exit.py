@@ -9,6 +9,7 @@ import time
 
 from websockets.asyncio.client import connect
 
+from wslab import faults
 from wslab.frames import Opcode, parse_close, read_frame, upgrade_request
 
 # The child process starts a server, prints its port, and exits when its stdin says so.
@@ -90,3 +91,24 @@ async def test_a_server_whose_loop_ended_leaves_no_socket_behind() -> None:
         sys.stdin.readline()
     """)
     assert await exit_child(process) == ""  # no "unclosed socket" ResourceWarning
+
+
+async def test_a_client_that_stopped_reading_does_not_hold_up_the_exit() -> None:
+    """20 MB unsent to a client that never reads: the exit still takes about the 1 s close timeout."""
+    flood = """
+        from websockets.asyncio.server import broadcast
+
+        async def flood(websocket):
+            for _ in range(200):
+                broadcast([websocket], "x" * 100_000)
+            await websocket.wait_closed()
+    """
+    for script in (ON_AN_OPEN_LOOP, IN_A_THREAD):
+        process, port = await child(textwrap.dedent(flood) + textwrap.dedent(script).replace("(echo)", "(flood)"))
+        async with faults.stalled_client(f"ws://127.0.0.1:{port}"):
+            await asyncio.sleep(0.2)  # let the flood fill the buffers
+            started = time.monotonic()
+            stderr = await exit_child(process)
+            took = time.monotonic() - started
+        assert took < 1 + 1.5, f"the exit took {took:.1f} s"
+        assert stderr == ""

@@ -281,6 +281,8 @@ def start(
     server with the same ``name`` (default: the handler's name) replaces the old one,
     so re-running a notebook cell never leaks a server. Extra keyword arguments go to
     ``websockets.asyncio.server.serve`` (``max_size=``, ``origins=``, ``ssl=``, ...).
+    ``close_timeout=`` (websockets' default 10 s) is how long a client gets, at ``stop()``, to answer the close
+    frame and end its TCP connection; ``stop()`` aborts the connections still open after it.
 
     >>> server = await start(echo)          # doctest: +SKIP
     >>> server.uri                          # doctest: +SKIP
