@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedError
 
 import wslab
 from wslab import Outbox
@@ -126,3 +127,62 @@ async def test_bad_arguments_are_refused() -> None:
             assert await ws.recv() == "checked"
         await server.settle()
         assert not any("failed" in line for line in str(server.transcript).splitlines())
+
+
+def disconnecting_server(outboxes: list[Outbox], maxsize: int = 4) -> object:
+    """A handler that pushes big messages into a ``when_full="disconnect"`` outbox until it is refused."""
+
+    async def push(websocket) -> None:  # type: ignore[no-untyped-def]
+        async with Outbox(websocket, maxsize=maxsize, when_full="disconnect", close_timeout=0.5) as outbox:
+            outboxes.append(outbox)
+            for n in range(1000):
+                if not outbox.put(f"{n:04d}" + "x" * 100_000):
+                    break
+                await asyncio.sleep(0)  # let the writer run, as other clients' events would
+            async for _ in websocket:  # ends with ConnectionClosed once the outbox has disconnected
+                pass
+
+    return push
+
+
+async def test_disconnect_aborts_a_client_that_stopped_reading() -> None:
+    """A stalled client cannot read the close frame: the outbox aborts it after close_timeout, cleanly."""
+    outboxes: list[Outbox] = []
+    async with wslab.start(disconnecting_server(outboxes), compression=None) as server:
+        async with wslab.faults.stalled_client(server.uri):
+            async with asyncio.timeout(5):
+                await server.wait_idle(timeout=5)
+        (outbox,) = outboxes
+        assert outbox.disconnected and outbox.dropped == 1 and len(outbox) <= outbox.maxsize
+        assert "disconnected" in repr(outbox)
+        assert not any("failed" in line for line in server.transcript.lines)
+        assert server.transcript.lines[-1] == "client 1: closed by the server with 1008 (policy violation) too slow: 4 messages waiting; no close frame received"
+
+
+async def test_disconnect_closes_a_slow_client_with_1008() -> None:
+    """A client that reads late still gets every message sent before the close, in order, then 1008."""
+    outboxes: list[Outbox] = []
+    async with wslab.start(disconnecting_server(outboxes), compression=None) as server:
+        async with connect(server.uri, max_queue=1, compression=None) as ws:
+            async with asyncio.timeout(5):
+                while not (outboxes and outboxes[0].disconnected):
+                    await asyncio.sleep(0.01)
+            received = []
+            with pytest.raises(ConnectionClosedError) as caught:
+                async for message in ws:
+                    received.append(message[:4])
+        assert caught.value.rcvd is not None and caught.value.rcvd.code == 1008
+        assert received == [f"{n:04d}" for n in range(len(received))]  # in order, nothing skipped
+        await server.settle()
+        assert not any("failed" in line for line in server.transcript.lines)
+
+
+async def test_when_full_is_checked() -> None:
+    async def check(websocket) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(ValueError, match="'drop-oldest' or 'disconnect'"):
+            Outbox(websocket, when_full="block")  # type: ignore[arg-type]
+        await websocket.send("checked")
+
+    async with wslab.start(check) as server:
+        async with connect(server.uri) as ws:
+            assert await ws.recv() == "checked"
