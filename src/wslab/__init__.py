@@ -4,7 +4,7 @@
 >>> server = await wslab.start(echo)        # doctest: +SKIP
 """
 
-from . import chat, check, faults, frames  # chat: chapter 05; check: the exercises; faults: real failures; frames: chapter 01
+from . import chat, check, faults, frames, services  # chat: 05; check: exercises; faults: real failures; frames: 01; services: redis, nginx
 from .errors import LegacyHandlerError, NoEventLoopError, PortInUseError
 from .fanout import Outbox  # chapter 02: per-client outboxes for fan-out
 from .http import HttpAnswer, NoHttpAnswer, http_get  # plain HTTP beside WebSockets (chapters 02, 05)
@@ -37,6 +37,7 @@ __all__ = [
     "rate_limited",
     "request_token",
     "running",
+    "services",
     "start",
     "start_in_thread",
     "stop_all",
