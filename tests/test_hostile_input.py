@@ -157,3 +157,17 @@ def test_http_get_against_arbitrary_answers_gives_an_answer_or_a_clear_error(ans
             await server.wait_closed()
 
     asyncio.run(ask())
+
+
+@FAST
+@given(st.text(st.one_of(st.characters(codec="latin-1"), TRICKY), max_size=40))
+def test_a_header_from_the_peer_shows_escaped_in_a_frame_trace(value: str) -> None:
+    import logging
+
+    from wslab.trace import FrameTrace
+
+    trace = FrameTrace()
+    trace.emit(logging.LogRecord("websockets.client", logging.DEBUG, __file__, 1, "< User-Agent: %s", (value,), None))
+    (line,) = trace.lines
+    assert line == "client < User-Agent: " + visible(value)
+    line.encode("utf-8")

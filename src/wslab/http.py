@@ -26,8 +26,8 @@ class HttpAnswer:
 
     @property
     def text(self) -> str:
-        """The body as UTF-8 text."""
-        return self.body.decode()
+        """The body as UTF-8 text (bytes that are not UTF-8 show as U+FFFD, never an error)."""
+        return self.body.decode(errors="replace")
 
 
 async def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5) -> HttpAnswer:

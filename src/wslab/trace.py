@@ -7,6 +7,8 @@ import re
 from contextlib import contextmanager
 from typing import Iterator
 
+from .transcript import visible
+
 __all__ = ["FrameTrace", "trace_frames", "normalise"]
 
 # Values that change from run to run, and what a trace shows instead.
@@ -51,7 +53,7 @@ class FrameTrace(logging.Handler):
         if not self.handshake and message[:2] in ("> ", "< ") and not _is_frame(message):
             return
         side = "server" if record.name.startswith("websockets.server") else "client"
-        self.lines.append(f"{side} {normalise(message)}")
+        self.lines.append(visible(f"{side} {normalise(message)}"))  # headers come from the peer: escape
 
     def show(self) -> None:
         """Print the trace."""
