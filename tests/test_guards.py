@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
@@ -13,17 +16,20 @@ from wslab import RateLimit, rate_limited, request_token, token_auth
 from .conftest import echo
 
 
-async def test_request_token_reads_header_first_then_query() -> None:
-    assert request_token("/?token=q", Headers({"Authorization": "Bearer h"})) == "h"
+async def test_request_token_reads_header_then_cookie_then_query() -> None:
+    assert request_token("/?token=q", Headers({"Authorization": "Bearer h", "Cookie": "token=c"})) == "h"
+    assert request_token("/?token=q", Headers({"Cookie": "theme=dark; token=c"})) == "c"
     assert request_token("/chat?room=1&token=q", Headers()) == "q"
+    assert request_token("/?token=q", Headers({"Cookie": 'token="unterminated'})) == "q"
+    assert request_token("/", Headers({"Cookie": "token="})) is None
     assert request_token("/chat", Headers({"Authorization": "Basic xyz"})) is None
     assert request_token("/chat", Headers()) is None
 
 
 @pytest.mark.parametrize(
     ("path", "headers"),
-    [("/?token=s3cret", {}), ("/", {"Authorization": "Bearer s3cret"})],
-    ids=["query", "header"],
+    [("/?token=s3cret", {}), ("/", {"Authorization": "Bearer s3cret"}), ("/", {"Cookie": "token=s3cret"})],
+    ids=["query", "header", "cookie"],
 )
 async def test_a_good_token_gets_in(path: str, headers: dict[str, str]) -> None:
     async with wslab.start(echo, process_request=token_auth({"s3cret"})) as server:
@@ -107,3 +113,27 @@ async def test_a_polite_client_is_served() -> None:
                 assert await ws.recv() == str(n)
         await server.settle()
         assert "closed 1000 (OK)" in "\n".join(server.transcript.lines)
+
+
+async def test_closing_a_flooding_client_without_draining_waits_for_close_timeout() -> None:
+    """Why rate_limited drains: websockets stops reading while its queue is full, so the client's answering
+    close frame stays behind the flood and a plain close() lasts the whole close_timeout."""
+
+    async def close_at_once(websocket) -> None:  # type: ignore[no-untyped-def]
+        await websocket.recv()
+        await websocket.close(1008, "rate limit exceeded")  # 49 messages still coming
+
+    async def closing_time(handler) -> float:  # type: ignore[no-untyped-def]
+        async with wslab.start(handler, close_timeout=1) as server:
+            async with connect(server.uri, close_timeout=1) as ws:
+                for n in range(50):
+                    await ws.send(f"spam {n}")
+                started = time.perf_counter()
+                with pytest.raises(ConnectionClosedError):
+                    async for _ in ws:
+                        pass
+                await asyncio.wait_for(server.wait_idle(), 5)
+                return time.perf_counter() - started
+
+    assert await closing_time(close_at_once) >= 0.9  # the server waited out close_timeout
+    assert await closing_time(limited_echo) < 0.9

@@ -8,6 +8,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Collection
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -20,15 +21,23 @@ __all__ = ["RateLimit", "rate_limited", "request_token", "token_auth"]
 
 
 def request_token(path: str, headers: Headers) -> str | None:
-    """The token a client sent: ``Authorization: Bearer <token>``, else ``?token=<token>``; None if neither.
+    """The token a client sent: ``Authorization: Bearer <token>``, else a ``token`` cookie, else
+    ``?token=<token>``; None if none of them.
 
     >>> request_token("/chat?token=abc", Headers())
+    'abc'
+    >>> request_token("/chat", Headers({"Cookie": "theme=dark; token=abc"}))
     'abc'
     """
     authorization = headers.get("Authorization", "")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    cookies = SimpleCookie()
+    with contextlib.suppress(CookieError):  # a malformed Cookie header counts as no cookie
+        cookies.load(headers.get("Cookie", ""))
+    if "token" in cookies and cookies["token"].value:
+        return cookies["token"].value
     values = parse_qs(urlsplit(path).query).get("token")
     return values[0] if values else None
 

@@ -125,6 +125,15 @@ async def slow_down(handler: Any) -> Verdict:
                 raise Fail("apply a RateLimit to every message, as rate_limited does", sent="100 messages at once", got="still open after 2 s", expected="4029 slow down") from None
         if close is None or (close.code, close.reason) != (4029, "slow down"):
             raise Fail("close with connection.close(4029, 'slow down') instead of 1008", sent="100 messages at once", got=str(close), expected="4029 slow down")
+        with contextlib.suppress(TimeoutError):  # the handler's error, if any, is logged as it ends
+            await server.wait_idle(timeout=2)
+        if any("ConnectionClosed" in line for line in run.handler_errors()):
+            raise Fail(
+                "your handler ended with an error after its own close: `async for` ends quietly only on 1000, "
+                "1001 and 1005, so reading on after close(4029, ...) raises ConnectionClosedError; drain inside "
+                "`with contextlib.suppress(ConnectionClosed):`, as rate_limited does",
+                sent="100 messages at once", got="4029 slow down, then a handler error", expected="4029 slow down, handler ends cleanly",
+            )
         return "normal pace echoed; a flood closed with 4029 slow down"
 
     return await run("slow_down", body)
