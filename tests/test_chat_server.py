@@ -41,6 +41,17 @@ async def joined(uri: str, room: str, nick: str, **kwargs: Any) -> ChatClient:
     return client
 
 
+async def news(client: ChatClient, n: int) -> list[dict[str, str]]:
+    """The next ``n`` presence changes ``client`` hears of (the server sends them in batches)."""
+    changes: list[dict[str, str]] = []
+    while len(changes) < n:
+        message = await client.recv()
+        assert message["type"] == "presence", message
+        changes += message["changes"]
+    assert len(changes) == n, changes
+    return changes
+
+
 async def roundtrip_chat(sender: ChatClient, others: list[ChatClient], text: str) -> None:
     """``sender`` says ``text``; everyone, the sender included, receives it next."""
     await sender.say(text)
@@ -54,17 +65,17 @@ async def roundtrip_chat(sender: ChatClient, others: list[ChatClient], text: str
 
 async def test_hello_join_presence_and_messages(chat: ChatServer) -> None:
     async with ChatClient(chat.ws_uri) as ada, ChatClient(chat.ws_uri) as bob:
-        assert ada.hello == {"v": 1, "type": "hello", "limits": {"nick": 24, "room": 32, "text": 500}, "history": 20}
+        assert ada.hello == {"v": 1, "type": "hello", "limits": {"nick": 24, "room": 32, "text": 500}, "history": 20, "auth": False}
         assert await ada.join("lobby", "ada") == {"v": 1, "type": "joined", "room": "lobby", "nick": "ada", "members": ["ada"], "history": []}
         assert (await bob.join("lobby", "bob"))["members"] == ["ada", "bob"]
-        assert await ada.recv() == {"v": 1, "type": "presence", "room": "lobby", "event": "join", "nick": "bob", "members": ["ada", "bob"]}
+        assert await ada.recv() == {"v": 1, "type": "presence", "room": "lobby", "changes": [{"event": "join", "nick": "bob"}], "count": 2}
         await bob.say("hi")
         expected = {"v": 1, "type": "message", "room": "lobby", "seq": 1, "nick": "bob", "text": "hi"}
         assert await ada.recv() == expected
         assert await bob.recv() == expected
         await bob.send(type="leave")
         assert await bob.recv() == {"v": 1, "type": "left", "room": "lobby"}
-        assert await ada.recv() == {"v": 1, "type": "presence", "room": "lobby", "event": "leave", "nick": "bob", "members": ["ada"]}
+        assert await ada.recv() == {"v": 1, "type": "presence", "room": "lobby", "changes": [{"event": "leave", "nick": "bob"}], "count": 1}
 
 
 async def test_history_on_join_is_the_last_n_messages() -> None:
@@ -98,7 +109,7 @@ async def test_joining_another_room_leaves_the_first(chat: ChatServer) -> None:
     bob = await joined(chat.ws_uri, "red", "bob")
     await ada.recv()  # bob joined
     assert (await bob.join("blue", "bob"))["room"] == "blue"
-    assert (await ada.recv())["event"] == "leave"
+    assert (await ada.recv())["changes"] == [{"event": "leave", "nick": "bob"}]
     assert sorted(chat.rooms) == ["blue", "red"]
     for client in (ada, bob):
         await client.ws.close()
@@ -122,7 +133,7 @@ async def test_bad_message_gets_an_error_and_everyone_keeps_chatting(chat: ChatS
         assert reply["type"] == "error" and reply["code"] == code and words in reply["error"], reply
         # the sender is still connected and can join and chat
         assert (await sender.join("lobby", "sender"))["type"] == "joined"
-        assert (await ada.recv())["nick"] == "sender"
+        assert (await ada.recv())["changes"] == [{"event": "join", "nick": "sender"}]
         await roundtrip_chat(sender, [ada], "still here")
         await roundtrip_chat(ada, [sender], "me too")
     await ada.ws.close()
@@ -167,7 +178,7 @@ async def test_rate_limit_closes_with_1008_and_the_others_keep_chatting() -> Non
         assert (caught.value.rcvd.code, caught.value.rcvd.reason) == (1008, "rate limit exceeded")
         while (message := await ada.recv())["type"] == "message":  # what flood said before the limit
             assert message["nick"] == "flood"
-        assert (message["event"], message["nick"]) == ("leave", "flood")
+        assert message["changes"] == [{"event": "leave", "nick": "flood"}]
         await roundtrip_chat(ada, [], "quiet again")
         await ada.ws.close()
 
@@ -184,18 +195,35 @@ async def test_bad_origin_gets_403_same_origin_and_allow_list_and_none_are_accep
                 assert json.loads(await ws.recv())["type"] == "hello"
 
 
-async def test_token_missing_or_wrong_gets_401_right_token_either_way_is_accepted() -> None:
+async def test_token_by_first_message_is_the_default() -> None:
     chat = ChatServer(token="s3cret")
     async with await chat.start():
-        for uri in (chat.ws_uri, chat.ws_uri + "?token=wrong"):
+        async with ChatClient(chat.ws_uri) as ada:
+            assert ada.hello["auth"] is True
+            await ada.send(type="auth", token="s3cret")
+            assert await ada.recv() == {"v": 1, "type": "authenticated"}
+            assert (await ada.join("lobby", "ada"))["type"] == "joined"
+        for first in ({"type": "auth", "token": "guess"}, {"type": "join", "room": "lobby", "nick": "eve"}):
+            async with ChatClient(chat.ws_uri) as eve:
+                await eve.send(**first)
+                assert (await eve.recv())["code"] == "auth-failed"
+                assert await eve.recv() == {"v": 1, "type": "closing", "code": 1008, "reason": "authentication failed"}
+                await eve.ws.wait_closed()
+                assert (eve.ws.close_code, eve.ws.close_reason) == (1008, "authentication failed")
+        assert (await http_get(chat.http_url)).status == 200  # the page itself needs no token
+
+
+async def test_token_in_the_query_string_is_the_taught_alternative() -> None:
+    chat = ChatServer(token="s3cret", auth="query")
+    async with await chat.start():
+        for uri in (chat.ws_uri, chat.ws_uri + "?chat_token=wrong", chat.ws_uri + "?token=s3cret"):
             with pytest.raises(InvalidStatus) as caught:
                 await connect(uri)
-            assert caught.value.response.status_code == 401
-        async with ChatClient(chat.ws_uri + "?token=s3cret") as by_query:
-            assert by_query.hello["type"] == "hello"
+            assert caught.value.response.status_code == 401  # ?token= is Jupyter's name, not the chat's
+        async with ChatClient(chat.ws_uri + "?chat_token=s3cret") as by_query:
+            assert by_query.hello["auth"] is False
         async with ChatClient(chat.ws_uri, additional_headers={"Authorization": "Bearer s3cret"}) as by_header:
             assert by_header.hello["type"] == "hello"
-        assert (await http_get(chat.http_url)).status == 200  # the page itself needs no token
 
 
 async def test_http_page_health_and_404(chat: ChatServer) -> None:
@@ -220,12 +248,11 @@ async def test_a_client_that_vanishes_without_close_frame_leaves_and_the_rest_ke
     ada = await joined(chat.ws_uri, "lobby", "ada")
     bob = await joined(chat.ws_uri, "lobby", "bob")
     ghost = await joined(chat.ws_uri, "lobby", "ghost")
-    for _ in range(2):
-        await ada.recv()  # bob, ghost joined
-    await bob.recv()  # ghost joined
+    assert await news(ada, 2) == [{"event": "join", "nick": "bob"}, {"event": "join", "nick": "ghost"}]
+    assert await news(bob, 1) == [{"event": "join", "nick": "ghost"}]
     ghost.ws.transport.abort()  # gone: no close frame, TCP reset
     for client in (ada, bob):
-        assert await client.recv() == {"v": 1, "type": "presence", "room": "lobby", "event": "leave", "nick": "ghost", "members": ["ada", "bob"]}
+        assert await client.recv() == {"v": 1, "type": "presence", "room": "lobby", "changes": [{"event": "leave", "nick": "ghost"}], "count": 2}
     await roundtrip_chat(ada, [bob], "still two of us")
     assert len(chat.clients) == 2
     assert chat.server is not None
@@ -246,7 +273,7 @@ async def stalled_socket(chat: ChatServer) -> socket.socket:
 
 
 async def test_a_stalled_reader_is_disconnected_with_1008_and_loses_nothing_before() -> None:
-    chat = ChatServer(queue_size=20, rate=10_000, burst=10_000, kick_timeout=0.5)
+    chat = ChatServer(max_buffer=20_000, slow_after=60, rate=10_000, burst=10_000, kick_timeout=0.5)
 
     async def small_buffers(connection: ServerConnection) -> None:
         # Kernel send buffers grow to megabytes on loopback; keep them small so the stall shows quickly.
@@ -258,9 +285,8 @@ async def test_a_stalled_reader_is_disconnected_with_1008_and_loses_nothing_befo
         ada = await joined(chat.ws_uri, "lobby", "ada")
         bob = await joined(chat.ws_uri, "lobby", "bob")
         slow = await joined(chat.ws_uri, "lobby", "slow", max_queue=1, sock=await stalled_socket(chat))
-        for _ in range(2):
-            await ada.recv()
-        await bob.recv()
+        await news(ada, 2)
+        await news(bob, 1)
         sent = 0
         while chat.kicked == 0:
             assert sent < 5000, "the stalled reader was never disconnected"
@@ -270,17 +296,19 @@ async def test_a_stalled_reader_is_disconnected_with_1008_and_loses_nothing_befo
                 message = await client.recv()
                 assert message["seq"] == sent, message  # live clients get everything, in order
         for client in (ada, bob):
-            assert (await client.recv())["event"] == "leave"
+            assert (await client.recv())["changes"] == [{"event": "leave", "nick": "slow"}]
         await roundtrip_chat(bob, [ada], "slow is gone")
         # Now read what the stalled client got: a gap-free prefix, then the documented close.
-        seqs = []
+        got = []
         with pytest.raises(ConnectionClosed):
             while True:
-                seqs.append(json.loads(await slow.ws.recv())["seq"])
+                got.append(json.loads(await slow.ws.recv()))
+        seqs = [m["seq"] for m in got if m["type"] == "message"]
         assert seqs == list(range(1, len(seqs) + 1))
         assert slow.ws.close_code in (1008, 1006)  # 1008, or an abort if it could not take even the close frame
         if slow.ws.close_code == 1008:
-            assert slow.ws.close_reason == "too slow: more than 20 messages behind"
+            assert got[-1] == {"v": 1, "type": "closing", "code": 1008, "reason": "too slow: more than 19 KiB unsent"}
+            assert slow.ws.close_reason == "too slow: more than 19 KiB unsent"
         for client in (ada, bob):
             await client.ws.close()
 
@@ -300,12 +328,11 @@ async def test_server_stopped_mid_stream_clients_see_1001(chat: ChatServer) -> N
 
 
 async def test_every_live_client_receives_every_message_in_order() -> None:
-    chat = ChatServer(rate=10_000, burst=10_000, queue_size=1000)
+    chat = ChatServer(rate=10_000, burst=10_000)
     async with await chat.start():
         clients = [await joined(chat.ws_uri, "lobby", f"c{n}") for n in range(4)]
         for n, client in enumerate(clients):
-            for _ in range(len(clients) - 1 - n):
-                await client.recv()  # presence of the later joiners
+            await news(client, len(clients) - 1 - n)  # the later joiners
 
         async def talk(client: ChatClient, name: str) -> None:
             for n in range(50):
