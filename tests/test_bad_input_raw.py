@@ -88,7 +88,8 @@ async def raw_connection(server: wslab.BackgroundServer) -> tuple[asyncio.Stream
 async def test_bad_handshake_gets_the_right_status(target, request_bytes: bytes, status: int) -> None:  # type: ignore[no-untyped-def]
     server, path = target
     reader, writer = await raw_connection(server)
-    writer.write(request_bytes.replace(b" / HTTP", f" {path} HTTP".encode(), 1))
+    real_host = f"Host: {server.host}:{server.port}".encode()  # the chat answers only to Host names it serves
+    writer.write(request_bytes.replace(b" / HTTP", f" {path} HTTP".encode(), 1).replace(b"Host: x", real_host, 1))
     async with asyncio.timeout(5):
         status_line = await reader.readline()
     assert status_line.split()[:2] == [b"HTTP/1.1", str(status).encode()]

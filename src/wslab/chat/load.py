@@ -45,7 +45,7 @@ async def run_crowd(
         async for data in ws:
             message = json.loads(data)
             kind = message["type"]
-            if kind in ("joined", "presence") and len(message["members"]) == clients:
+            if (kind == "joined" and len(message["members"]) == clients) or (kind == "presence" and message["count"] == clients):
                 ready.count_down()
             if kind == "joined":
                 joined[index].set()
