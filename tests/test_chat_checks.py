@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from wslab import check as checks
 from wslab.chat import CLIENT_TYPES, ChatError, ChatServer
 from wslab.chat.server import Client
+from wslab.check.ch05 import no_disguise
 
 
 class WhoChat(ChatServer):
@@ -44,9 +46,25 @@ class WhisperChat(ChatServer):
         target = self.rooms[client.room].members.get(message["to"])
         if target is None:
             raise ChatError("no-such-nick", f"nobody called {message['to']!r} here")
-        private = {"type": "message", "room": client.room, "nick": client.nick, "text": message["text"], "private": True}
+        private = {"type": "whisper", "room": client.room, "nick": client.nick, "to": target.nick, "text": message["text"]}
         for member in {target, client}:
             self.reply(member, private)
+
+
+class NoDisguiseChat(ChatServer):
+    def receive(self, client: Client, message: dict[str, Any]) -> None:
+        if message["type"] == "join":
+            scripts = {unicodedata.name(c).split()[0] for c in message["nick"] if c.isalpha()}
+            if len(scripts) > 1:
+                raise ChatError("bad-field", f"nickname mixes scripts: {', '.join(sorted(scripts))}")
+        super().receive(client, message)
+
+
+class MessageWhisperChat(WhisperChat):
+    """A wrong answer: the whisper reuses type "message", which a page without whispers shows as public."""
+
+    def reply(self, client: Client, message: dict[str, Any]) -> None:
+        super().reply(client, {**message, "type": "message"} if message.get("type") == "whisper" else message)
 
 
 class LoudWhisperChat(WhisperChat):
@@ -54,12 +72,12 @@ class LoudWhisperChat(WhisperChat):
 
     def receive(self, client: Client, message: dict[str, Any]) -> None:
         if message["type"] == "whisper" and client.room is not None:
-            self.broadcast(client.room, {"type": "message", "room": client.room, "nick": client.nick, "text": message["text"], "private": True})
+            self.broadcast(client.room, {"type": "whisper", "room": client.room, "nick": client.nick, "to": message["to"], "text": message["text"]})
         else:
             super().receive(client, message)
 
 
-@pytest.mark.parametrize(("check", "solution"), [(checks.who, WhoChat), (checks.typing, TypingChat), (checks.whisper, WhisperChat)])
+@pytest.mark.parametrize(("check", "solution"), [(checks.who, WhoChat), (checks.typing, TypingChat), (checks.whisper, WhisperChat), (no_disguise, NoDisguiseChat)])
 async def test_a_right_answer_passes(check: Any, solution: type, capsys: pytest.CaptureFixture[str]) -> None:
     verdict = await check(solution)
     assert verdict, verdict.text
@@ -82,3 +100,13 @@ async def test_a_whisper_to_everyone_fails() -> None:
 async def test_not_a_chat_server_class_fails() -> None:
     verdict = await checks.who(object)
     assert not verdict and "ChatServer subclass" in verdict.text
+
+
+async def test_a_whisper_as_a_public_message_type_fails() -> None:
+    verdict = await checks.whisper(MessageWhisperChat)
+    assert not verdict and "not 'message'" in verdict.text
+
+
+async def test_the_plain_chat_lets_a_disguised_nick_in_and_fails() -> None:
+    verdict = await no_disguise(ChatServer)
+    assert not verdict and "mixes scripts" in verdict.text and "Cyrillic" in verdict.text

@@ -1,4 +1,4 @@
-"""Checks for chapter 05 (chat): the learner's ChatServer subclass with a new message type.
+"""Checks for chapter 05 (chat): the learner's ChatServer subclass with a new message type or a new guard.
 
 >>> await wslab.check.who(WhoChat)     # doctest: +SKIP
 PASS: who - 'who' answers the sender with the room's members, and not-joined before a join
@@ -14,7 +14,7 @@ from ..chat.client import ChatClient
 from ..chat.server import ChatServer
 from .core import Fail, Run, Verdict, run
 
-__all__ = ["typing", "who", "whisper"]
+__all__ = ["no_disguise", "typing", "who", "whisper"]
 
 QUIET = 0.3  # how long a client that must receive nothing is watched, in seconds
 
@@ -37,9 +37,18 @@ async def _members(run: Run, chat: ChatServer, *nicks: str) -> list[ChatClient]:
         if reply.get("type") != "joined":
             raise Fail("keep join working: call super().receive(client, message) for the types you do not handle", got=reply)
         for other in clients:
-            await other.recv()  # presence
+            await _news(other, 1)
         clients.append(client)
     return clients
+
+
+async def _news(client: ChatClient, n: int) -> None:
+    """Read presence messages until ``n`` changes have been announced (the server batches them)."""
+    while n > 0:
+        message = await client.recv()
+        if message.get("type") != "presence":
+            raise Fail("keep presence working: call super().receive(client, message) for join and leave", got=json.dumps(message))
+        n -= len(message.get("changes", []))
 
 
 async def _next(client: ChatClient, who: str, sent: str, expected: str, hint: str) -> dict[str, Any]:
@@ -121,21 +130,21 @@ async def typing(cls: Any) -> Verdict:
 
 
 async def whisper(cls: Any) -> Verdict:
-    """Exercise 3: ``whisper`` reaches ``to`` and the sender only, marked private; an unknown ``to`` is an error."""
+    """Exercise 3: ``whisper`` reaches ``to`` and the sender only, as its own type; an unknown ``to`` is an error."""
 
     async def body(run: Run) -> str:
         chat = await _chat(run, cls)
         ada, bob, cleo = await _members(run, chat, "ada", "bob", "cleo")
         sent = '{"v": 1, "type": "whisper", "to": "bob", "text": "psst"}'
         await ada.send(type="whisper", to="bob", text="psst")
-        expected = {"v": 1, "type": "message", "room": "lobby", "nick": "ada", "text": "psst", "private": True}
+        expected = {"v": 1, "type": "whisper", "room": "lobby", "nick": "ada", "to": "bob", "text": "psst"}
         for client, name in ((bob, "bob"), (ada, "ada")):
             try:
                 got = await _next(client, name, sent, json.dumps(expected), "reply() to the sender and to the member named 'to'")
             except Fail as failure:
                 raise await _explain_silence(ada, failure, "whisper") from None
             if {k: got.get(k) for k in expected} != expected:
-                raise Fail("send a 'message' with \"private\": true to both", sent=sent, got=f"{name} received {json.dumps(got)}", expected=json.dumps(expected))
+                raise Fail("send type 'whisper' (not 'message': a page that knows no whispers would show it as public) with room, nick, to and text", sent=sent, got=f"{name} received {json.dumps(got)}", expected=json.dumps(expected))
         await ada.say("marker")
         await ada.recv()
         await bob.recv()
@@ -147,3 +156,38 @@ async def whisper(cls: Any) -> Verdict:
         return "whispers reach their recipient and the sender only; an unknown recipient gets an error"
 
     return await run("whisper", body)
+
+
+# Nicknames that pass the chat's own checks but pose as someone else, and nicknames that must still work.
+DISGUISES = {"\u0430da": "Cyrillic a, Latin da", "b\u03bfb": "Latin b, Greek omicron, Latin b", "\u0440oot": "Cyrillic r, Latin oot"}
+HONEST = ["ada", "Zoë", "\u0417\u043e\u044f", "\u674e\u767d", "r2-d2"]
+
+
+async def no_disguise(cls: Any) -> Verdict:
+    """Exercise 4: a nickname that mixes scripts (Cyrillic ``а`` in ``аda``) is refused with ``bad-field``."""
+
+    async def body(run: Run) -> str:
+        chat = await _chat(run, cls)
+        (ada,) = await _members(run, chat, "ada")
+        mallory = await ChatClient.connect(chat.ws_uri, timeout=1.0)
+        run.cleanups.append(mallory.close)
+        for nick, what in DISGUISES.items():
+            sent = json.dumps({"v": 1, "type": "join", "room": "lobby", "nick": nick})
+            await mallory.send(type="join", room="lobby", nick=nick)
+            got = await _next(mallory, "the impostor", sent, "error bad-field", "answer every join, with joined or an error")
+            if got.get("type") != "error" or got.get("code") != "bad-field":
+                raise Fail(f"refuse a nickname that mixes scripts ({what}) with ChatError('bad-field', ...)", sent=sent, got=json.dumps(got), expected="error bad-field")
+        for n, nick in enumerate(HONEST):
+            async with ChatClient(chat.ws_uri, timeout=1.0) as honest:
+                sent = json.dumps({"v": 1, "type": "join", "room": f"room{n}", "nick": nick})
+                await honest.send(type="join", room=f"room{n}", nick=nick)
+                got = await _next(honest, "an honest client", sent, "joined", "keep join working for the other nicknames")
+                if got.get("type") != "joined":
+                    raise Fail("a nickname in one script (and digits, '-', '_') must still be accepted", sent=sent, got=json.dumps(got), expected="joined")
+        await ada.say("marker")
+        got = await ada.recv()
+        if got.get("text") != "marker":
+            raise Fail("a refused join must reach nobody: raise ChatError before super().receive()", sent="joins with disguised nicknames", got=f"ada received {json.dumps(got)}")
+        return "nicknames that mix scripts are refused with bad-field; one-script nicknames still join"
+
+    return await run("no_disguise", body)
