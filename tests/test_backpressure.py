@@ -1,4 +1,5 @@
-"""A slow consumer against the two outbox policies of chapter 04: drop the oldest, or disconnect with 1008."""
+"""A slow consumer against the two outbox policies of chapter 04 (drop the oldest, or disconnect with 1008), and
+chapter 02's bounded shutdown of a bare websockets server."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import asyncio
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosedError
+from websockets.protocol import State
 
 import wslab
 from wslab import Outbox
@@ -60,3 +63,29 @@ async def test_a_slow_consumer_loses_the_oldest_messages_but_memory_stays_bounde
             assert outbox.dropped > 0
             first = await ws.recv()
             assert first.startswith("0000")
+
+
+async def test_bare_server_shutdown_waits_for_a_stalled_client_until_it_is_aborted() -> None:
+    """Chapter 02's shutdown recipe: websockets' own close() + wait_closed() does not end while a client stops
+    reading (here with keepalive off, nothing ends it); aborting the connections taken before close() does."""
+    arrived: asyncio.Queue[ServerConnection] = asyncio.Queue()
+
+    async def listen(websocket: ServerConnection) -> None:
+        arrived.put_nowait(websocket)
+        await websocket.wait_closed()
+
+    server = await serve(listen, "127.0.0.1", 0, compression=None, ping_interval=None)
+    port = server.sockets[0].getsockname()[1]
+    async with wslab.faults.stalled_client(f"ws://127.0.0.1:{port}"):
+        stuck = await asyncio.wait_for(arrived.get(), 5)
+        for _ in range(200):
+            broadcast([stuck], BIG * 2)
+        connections = list(server.connections)
+        server.close()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(server.wait_closed()), 1.5)
+        assert server.connections == set() and stuck.state is State.CLOSING  # closing, so no longer listed
+        for connection in connections:
+            connection.transport.abort()
+        await asyncio.wait_for(server.wait_closed(), 1.0)
+    assert stuck.state is State.CLOSED
