@@ -384,7 +384,16 @@ class ChatServer:
 
     def _too_slow(self, client: Client, why: str) -> None:
         self.kicked += 1
-        print(f"{client.nick or 'a client'} is too slow: {why}")
+        line = f"{client.nick or 'a client'} is too slow: {why}"
+        # Under its own name in the transcript, whichever client's message found it slow.
+        try:
+            label = self.server.label(client.connection) if self.server is not None else None
+        except KeyError:  # not one of this server's connections (a handler run by someone else)
+            label = None
+        if label is None or self.server is None:
+            print(line)
+        else:
+            self.server.transcript.add(f"{label}: {line}")
         self.close(client, CloseCode.POLICY_VIOLATION, f"too slow: {why}")
 
     def close(self, client: Client, code: int, reason: str) -> None:
