@@ -21,12 +21,12 @@ class Outbox:
 
     - ``"drop-oldest"`` (the default): the oldest waiting message is dropped (and counted
       in ``dropped``); suits live data, where only the latest value matters.
-    - ``"disconnect"``: the message is refused and the client is closed with 1008; if the
-      close does not complete within ``close_timeout`` seconds (a client that stopped
-      reading cannot read the close frame either), its TCP connection is aborted. The
-      handler's ``async for`` then ends with ``ConnectionClosed``, which ``async with``
-      swallows, so the handler ends cleanly. Suits a chat: the client reconnects and
-      catches up.
+    - ``"disconnect"``: the message is refused (counted in ``dropped``, as is every later
+      one) and the client is closed with 1008; if the close does not complete within
+      ``close_timeout`` seconds (a client that stopped reading cannot read the close frame
+      either), its TCP connection is aborted. The handler's ``async for`` then ends with
+      ``ConnectionClosed``, which ``async with`` swallows, so the handler ends cleanly.
+      Suits a chat: the client reconnects and catches up.
 
     Either way a client that stops reading costs at most ``maxsize`` messages here, plus
     what the connection's write buffer holds (``write_limit`` and the message being sent).
