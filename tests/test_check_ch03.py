@@ -249,3 +249,20 @@ async def test_unread_messages_beyond_max_queue_hold_the_closing_handshake_for_c
             started = loop.time()
         assert loop.time() - started >= 0.4  # the close waited for close_timeout
         assert ws.close_code == 1006  # and ended without a clean closing handshake
+
+
+@pytest.mark.parametrize(("variable", "used"), [("http_proxy", True), ("https_proxy", True), ("ws_proxy", True), ("all_proxy", False)])
+async def test_which_proxy_variables_connect_follows(variable: str, used: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there
+    async with wslab.start(echo) as server:
+        if used:
+            with pytest.raises(OSError):
+                async with connect(server.uri, open_timeout=2):
+                    pass
+        else:
+            async with connect(server.uri, open_timeout=2) as ws:
+                await ws.send("direct")
+                assert await ws.recv() == "direct"
