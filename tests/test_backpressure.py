@@ -89,3 +89,31 @@ async def test_bare_server_shutdown_waits_for_a_stalled_client_until_it_is_abort
             connection.transport.abort()
         await asyncio.wait_for(server.wait_closed(), 1.0)
     assert stuck.state is State.CLOSED
+
+
+async def test_leaving_async_with_serve_waits_for_a_stalled_client_too() -> None:
+    """Chapter 02: ``async with serve(...)`` closes on the way out, with the same unbounded wait."""
+    arrived: asyncio.Queue[ServerConnection] = asyncio.Queue()
+    leave = asyncio.Event()
+
+    async def listen(websocket: ServerConnection) -> None:
+        arrived.put_nowait(websocket)
+        await websocket.wait_closed()
+
+    async def run_server() -> None:
+        async with serve(listen, "127.0.0.1", 0, compression=None, ping_interval=None) as server:
+            ports.put_nowait(server.sockets[0].getsockname()[1])
+            await leave.wait()
+
+    ports: asyncio.Queue[int] = asyncio.Queue()
+    running = asyncio.create_task(run_server())
+    port = await asyncio.wait_for(ports.get(), 5)
+    async with wslab.faults.stalled_client(f"ws://127.0.0.1:{port}"):
+        stuck = await asyncio.wait_for(arrived.get(), 5)
+        for _ in range(200):
+            broadcast([stuck], BIG * 2)
+        leave.set()
+        done, _ = await asyncio.wait([running], timeout=1.5)
+        assert not done, "async with serve() returned although a client could not take the close frame"
+        stuck.transport.abort()
+        await asyncio.wait_for(running, 1.0)
