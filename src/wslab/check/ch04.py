@@ -105,8 +105,8 @@ async def auth_deadline(handler: Any) -> Verdict:
 
 
 async def slow_down(handler: Any) -> Verdict:
-    """Chapter 04, exercise 3: ``handler`` echoes at a normal pace and closes a flooding client with
-    4029 "slow down"."""
+    """Chapter 04, exercise 3: ``handler`` echoes at a normal pace, closes a flooding client with
+    4029 "slow down", and ends without an error."""
 
     async def body(run: Run) -> str:
         server = await run.start(handler)
