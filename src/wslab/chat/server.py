@@ -58,7 +58,8 @@ class Client:
 @dataclass(slots=True)
 class _Room:
     history: deque[dict[str, Any]]
-    members: dict[str, Client] = field(default_factory=dict)  # by nick_key(nick)
+    members: dict[str, Client] = field(default_factory=dict)  # by nickname
+    keys: dict[str, Client] = field(default_factory=dict)  # by nick_key(nickname): who reads as whom
     names: list[str] = field(default_factory=list)  # the nicknames, sorted
     seq: int = 0
     changes: list[dict[str, str]] = field(default_factory=list)  # presence news not sent yet
@@ -279,12 +280,13 @@ class ChatServer:
     def _join(self, client: Client, name: str, nick: str) -> None:
         target = self.rooms.get(name)
         key = nick_key(nick)
-        if target is not None and target.members.get(key, client) is not client:
+        if target is not None and target.keys.get(key, client) is not client:
             raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {name!r}: pick another")
         self._leave(client, forget=client.room != name)  # re-joining keeps the room and its history
         room = self.rooms.get(name) or self.rooms.setdefault(name, _Room(deque(maxlen=self.history)))
         client.room, client.nick = name, nick
-        room.members[key] = client
+        room.members[nick] = client
+        room.keys[key] = client
         bisect.insort(room.names, nick)
         self._presence(name, room, "join", nick)
         room.late[client] = len(room.changes)  # it knows everything up to its own arrival
@@ -306,10 +308,11 @@ class ChatServer:
             return
         client.room = client.nick = None
         room = self.rooms[name]
-        del room.members[nick_key(nick)]
+        del room.members[nick]
+        del room.keys[nick_key(nick)]
         del room.names[bisect.bisect_left(room.names, nick)]
         room.late.pop(client, None)
-        print(f"{nick} left {name}")
+        self._note(client, f"{nick} left {name}")
         if room.members or not forget:
             self._presence(name, room, "leave", nick)
         else:
@@ -384,8 +387,11 @@ class ChatServer:
 
     def _too_slow(self, client: Client, why: str) -> None:
         self.kicked += 1
-        line = f"{client.nick or 'a client'} is too slow: {why}"
-        # Under its own name in the transcript, whichever client's message found it slow.
+        self._note(client, f"{client.nick or 'a client'} is too slow: {why}")
+        self.close(client, CloseCode.POLICY_VIOLATION, f"too slow: {why}")
+
+    def _note(self, client: Client, line: str) -> None:
+        """Write ``line`` to the transcript under ``client``'s name, whichever client's message caused it."""
         try:
             label = self.server.label(client.connection) if self.server is not None else None
         except KeyError:  # not one of this server's connections (a handler run by someone else)
@@ -394,7 +400,6 @@ class ChatServer:
             print(line)
         else:
             self.server.transcript.add(f"{label}: {line}")
-        self.close(client, CloseCode.POLICY_VIOLATION, f"too slow: {why}")
 
     def close(self, client: Client, code: int, reason: str) -> None:
         """Tell ``client`` why in a ``closing`` message, then close with ``code``; abort if it cannot take it.
