@@ -55,3 +55,13 @@ def test_a_nested_run_until_complete_keeps_a_background_server_answering() -> No
     """'it keeps other tasks running while it waits (a background server would keep answering)'."""
     done = subprocess.run([sys.executable, "-c", NESTED], capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout, done.stderr) == (0, "still serving?\n", "")
+
+
+def test_old_import_paths_reach_the_deprecated_implementation() -> None:
+    """'old imports such as `from websockets.client import connect` reach it and warn'."""
+    import websockets.client
+
+    with pytest.warns(DeprecationWarning) as caught:  # the first access also imports websockets.legacy, which warns too
+        old = websockets.client.connect
+    assert "websockets.client.connect is deprecated" in [str(warning.message) for warning in caught]
+    assert old.__module__ == "websockets.legacy.client"
