@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -34,7 +35,7 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-BLOCK = re.compile(r"^```mermaid[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BLOCK = re.compile(r"^[ \t]*```mermaid[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)  # also inside list items
 
 # The page imports mermaid's self-contained ESM build (it loads its chunks from the same folder).
 PAGE = b"""<!doctype html>
@@ -101,6 +102,7 @@ class _Files(SimpleHTTPRequestHandler):
 
 
 def _version(package_json: Path, dependency: str | None = None) -> str | None:
+    """The version a package.json declares (or pins for ``dependency``); None when the file is missing."""
     if not package_json.is_file():
         return None
     data = json.loads(package_json.read_text(encoding="utf-8"))
@@ -143,6 +145,15 @@ def parse() -> Iterator[Any]:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+def test_the_pinned_mermaid_has_the_major_version_jupyterlab_bundles() -> None:
+    """JupyterLab lists the mermaid it bundles among its static files' third-party licenses."""
+    licenses = Path(sys.prefix) / "share" / "jupyter" / "lab" / "static" / "third-party-licenses.json"
+    require(licenses.is_file(), "JupyterLab (its static files)")
+    bundled = {p["name"]: p["versionInfo"] for p in json.loads(licenses.read_text(encoding="utf-8"))["packages"]}
+    pinned = _version(ROOT / "package.json", "mermaid")
+    assert pinned is not None and pinned.split(".")[0] == bundled["mermaid"].split(".")[0], (pinned, bundled["mermaid"])
 
 
 def test_the_notebooks_have_diagrams() -> None:
