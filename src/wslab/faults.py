@@ -201,9 +201,11 @@ async def _handshake(uri: str, receive_buffer: int) -> socket.socket:
 
 @contextlib.contextmanager
 def proxy_in_environment(url: str = "http://127.0.0.1:9") -> Iterator[str]:
-    """Set ``http_proxy``/``https_proxy``/``all_proxy`` (as on many hubs and company networks), then restore.
+    """Set the proxy variables of many hubs and company networks, then restore them all.
 
-    The default points at a closed port, so a client that honours it fails fast.
+    ``http_proxy`` and ``https_proxy`` are what ``connect()`` reads (websockets also reads ``ws_proxy`` and
+    ``wss_proxy``, not ``all_proxy``); ``all_proxy`` is set too, as real environments do. The default points
+    at a closed port, so a client that honours it fails fast. ``no_proxy`` is cleared while inside.
     """
     names = ["http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "no_proxy", "NO_PROXY"]
     saved = {name: os.environ.get(name) for name in names}

@@ -57,6 +57,7 @@ class BackgroundServer:
         self._count = 0
         self._labels: dict[ServerConnection, str] = {}
         self._finished: dict[ServerConnection, asyncio.Future[None]] = {}
+        self._dropped: set[ServerConnection] = set()  # TCP closed by the handler before any close frame
         self._stopped: asyncio.Future[None] | None = None
         self._close_timeout: float = 10.0  # websockets' default; start() may set another
 
@@ -104,13 +105,19 @@ class BackgroundServer:
         task = asyncio.current_task()
         assert task is not None
         task.add_done_callback(lambda _: self._record_close(connection, label, finished))
-        await self._handler(connection)
+        try:
+            await self._handler(connection)
+        finally:
+            if connection.protocol.close_sent is None and connection.transport.is_closing():
+                self._dropped.add(connection)  # the handler ended the TCP connection without a close frame
 
     def _record_close(self, connection: ServerConnection, label: str, finished: asyncio.Future[None]) -> None:
         received, sent = connection.protocol.close_rcvd, connection.protocol.close_sent
+        dropped = connection in self._dropped
+        self._dropped.discard(connection)
         if received is not None:
             how = str(received)
-        elif sent is not None:
+        elif sent is not None and not dropped:
             how = f"by the server with {sent}; no close frame received"
         else:
             how = str(Close(1006, ""))  # the TCP connection ended without any close frame
