@@ -179,3 +179,22 @@ async def test_a_close_the_server_sent_is_recorded_with_its_code() -> None:
     assert server.transcript.lines[-1] == (
         "client 1: closed by the server with 1002 (protocol error) incorrect masking; no close frame received"
     )
+
+
+async def test_a_handler_that_drops_the_tcp_connection_is_recorded_as_1006() -> None:
+    """No close frame left the server, so the transcript must not claim one (the client saw 1006)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosedError
+
+    async def dropper(websocket) -> None:  # type: ignore[no-untyped-def]
+        await websocket.recv()
+        websocket.transport.abort()
+
+    server = await wslab.start(dropper)
+    async with connect(server.uri, proxy=None) as client:
+        await client.send("x")
+        with pytest.raises(ConnectionClosedError) as caught:
+            await client.recv()
+    assert caught.value.rcvd is None and caught.value.sent is None
+    await server.stop()
+    assert server.transcript.lines == ["client 1: connected to /", "client 1: closed 1006 (abnormal closure [internal])"]
