@@ -183,8 +183,6 @@ async def test_a_close_the_server_sent_is_recorded_with_its_code() -> None:
 
 async def test_a_handler_that_drops_the_tcp_connection_is_recorded_as_1006() -> None:
     """No close frame left the server, so the transcript must not claim one (the client saw 1006)."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosedError
 
     async def dropper(websocket) -> None:  # type: ignore[no-untyped-def]
         await websocket.recv()
