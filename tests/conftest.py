@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from typing import Iterator
 
@@ -43,10 +44,23 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not installed here (CI installs it: see .ci/run)")
 
 
+# Debian's Chromium, headless, for the browser tests: never a browser that a test tool downloads. Without the
+# background-networking flags it tries to reach Google's hosts at every start.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
 async def echo(websocket) -> None:  # type: ignore[no-untyped-def]
     """The handler most tests use."""
     async for message in websocket:
         await websocket.send(message)
 
 
-__all__ = ["echo", "free_port", "open_fds", "require", "wslab"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "echo", "free_port", "open_fds", "require", "wslab"]
