@@ -195,6 +195,28 @@ async def test_bad_origin_gets_403_same_origin_and_allow_list_and_none_are_accep
                 assert json.loads(await ws.recv())["type"] == "hello"
 
 
+async def test_a_host_name_the_chat_does_not_serve_gets_421_page_included() -> None:
+    chat = ChatServer(origins=["https://hub.example.org:8443"], hosts=["chat.example"])
+    async with await chat.start() as server:
+        with pytest.raises(InvalidStatus) as caught:  # DNS rebinding: evil.example now resolves to 127.0.0.1
+            await connect(f"ws://evil.example:{server.port}/ws", host="127.0.0.1", port=server.port, origin=f"http://evil.example:{server.port}")
+        assert caught.value.response.status_code == 421
+        assert b"does not answer to Host 'evil.example'" in caught.value.response.body
+        with pytest.raises(InvalidStatus) as caught:  # two Host headers
+            await connect(chat.ws_uri, additional_headers={"Host": "evil.example"})
+        assert caught.value.response.status_code == 421
+        for name in ("localhost", "hub.example.org", "chat.example"):
+            async with connect(f"ws://{name}:{server.port}/ws", host="127.0.0.1", port=server.port) as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+
+
+async def test_the_page_has_a_csp_that_allows_its_own_script_and_nosniff(chat: ChatServer) -> None:
+    page = await http_get(chat.http_url)
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'sha256-" in policy and "connect-src 'self'" in policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+
+
 async def test_token_by_first_message_is_the_default() -> None:
     chat = ChatServer(token="s3cret")
     async with await chat.start():

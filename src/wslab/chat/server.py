@@ -162,9 +162,12 @@ class ChatServer:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Check Host; serve the page and /health; check path, Origin, caps and token of WebSocket requests."""
-        host = request.headers.get("Host", "")
-        if re.sub(r":\d+$", "", host).lower() not in self.hosts:  # DNS rebinding: a name we do not serve
-            return _refuse(connection, HTTPStatus.MISDIRECTED_REQUEST, f"This chat does not answer to Host {host[:80]!r}: pass hosts=[...] to ChatServer.")
+        hosts = request.headers.get_all("Host")
+        host = hosts[0] if len(hosts) == 1 else ""
+        name = re.sub(r":\d+$", "", host).lower()
+        if name not in self.hosts:  # DNS rebinding: a name that now points here, but that we do not serve
+            what = f"Host {name[:80]!r}" if len(hosts) == 1 else "a request without exactly one Host header"
+            return _refuse(connection, HTTPStatus.MISDIRECTED_REQUEST, f"This chat does not answer to {what}: pass hosts=[...] to ChatServer.")
         path = urlsplit(request.path).path
         if request.headers.get("Upgrade", "").lower() != "websocket":
             if path == "/":
