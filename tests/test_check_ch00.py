@@ -23,40 +23,6 @@ async def test_a_second_plain_server_on_a_fixed_port_fails_and_on_port_0_leaks()
             assert first.is_serving() and second.is_serving()
 
 
-NESTED = """
-import asyncio
-import nest_asyncio2
-import wslab
-from websockets.asyncio.client import connect
-
-async def echo(websocket):
-    async for message in websocket:
-        await websocket.send(message)
-
-async def ask(uri):
-    async with connect(uri) as websocket:
-        await websocket.send("still serving?")
-        return await websocket.recv()
-
-def script_style(uri):  # no await: drives the loop by hand
-    return asyncio.get_event_loop().run_until_complete(ask(uri))
-
-async def main():
-    server = await wslab.start(echo)   # a background server, as in a notebook
-    nest_asyncio2.apply()
-    print(script_style(server.uri))
-    await wslab.stop_all()
-
-asyncio.run(main())
-"""
-
-
-def test_a_nested_run_until_complete_keeps_a_background_server_answering() -> None:
-    """'it keeps other tasks running while it waits (a background server would keep answering)'."""
-    done = subprocess.run([sys.executable, "-c", NESTED], capture_output=True, text=True, timeout=30)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "still serving?\n", "")
-
-
 def test_old_import_paths_reach_the_deprecated_implementation() -> None:
     """'old imports such as `from websockets.client import connect` reach it and warn'."""
     import websockets.client

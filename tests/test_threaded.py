@@ -115,14 +115,14 @@ def test_stop_blocking_leaves_no_thread_and_no_socket() -> None:
 
 
 def test_old_style_code_through_nest_asyncio_reaches_both_kinds_of_server() -> None:
-    """In a notebook-like running loop, nest_asyncio lets run_until_complete work; servers keep serving."""
+    """In a notebook-like running loop, nest_asyncio2 (the maintained fork of nest_asyncio) lets run_until_complete work; servers keep serving."""
     import subprocess
     import sys
     import textwrap
 
     script = textwrap.dedent(
         """
-        import asyncio, nest_asyncio, wslab
+        import asyncio, nest_asyncio2, wslab
         from websockets.asyncio.client import connect
 
         async def echo(websocket):
@@ -143,7 +143,7 @@ def test_old_style_code_through_nest_asyncio_reaches_both_kinds_of_server() -> N
             except RuntimeError as exc:
                 print("before:", exc)
                 pending.close()
-            nest_asyncio.apply()
+            nest_asyncio2.apply()
             for server in (on_loop, in_thread):
                 print(asyncio.get_event_loop().run_until_complete(old_style_client(server.uri)))
             print(await wslab.stop_all())
