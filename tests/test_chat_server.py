@@ -397,3 +397,46 @@ async def test_no_task_or_socket_left_after_faults_and_stop() -> None:
     assert chat.clients == set() and chat.rooms == {}
     assert asyncio.all_tasks() == tasks_before
     assert open_fds() == fds_before
+
+
+# -- presence, re-join, auth timeout ------------------------------------------------------------
+
+
+async def test_a_crowd_joining_costs_each_member_a_few_presence_messages_not_one_per_joiner() -> None:
+    chat = ChatServer(presence_delay=0.05)
+    async with await chat.start():
+        first = await joined(chat.ws_uri, "crowd", "first")
+        crowd = await asyncio.gather(*(ChatClient.connect(chat.ws_uri) for _ in range(200)))
+        await asyncio.gather(*(c.send(type="join", room="crowd", nick=f"c{n}") for n, c in enumerate(crowd)))
+        changes, messages = [], 0
+        while len(changes) < 200:
+            message = await first.recv()
+            changes += message["changes"]
+            messages += 1
+        assert sorted(c["nick"] for c in changes) == sorted(f"c{n}" for n in range(200))  # each once
+        assert {c["event"] for c in changes} == {"join"} and message["count"] == 201
+        assert messages < 40  # with the whole member list at every join this was 200 messages, 20,000 names
+        replies = [await c.recv() for c in crowd]
+        assert all(r["type"] == "joined" for r in replies)
+        assert max(len(r["members"]) for r in replies) == 201
+        for client in [first, *crowd]:
+            await client.close()
+
+
+async def test_the_only_member_who_joins_again_keeps_the_history(chat: ChatServer) -> None:
+    ada = await joined(chat.ws_uri, "lobby", "ada")
+    await roundtrip_chat(ada, [], "remember me")
+    reply = await ada.join("lobby", "ada2")  # a new nick, the same room
+    assert reply["history"] == [{"seq": 1, "nick": "ada", "text": "remember me"}]
+    await ada.say("and me")
+    assert (await ada.recv())["seq"] == 2
+    await ada.close()
+
+
+async def test_no_auth_message_in_time_closes_with_1008_and_says_why() -> None:
+    chat = ChatServer(token="s3cret", auth_timeout=0.2)
+    async with await chat.start():
+        async with ChatClient(chat.ws_uri) as slow:
+            assert await slow.recv() == {"v": 1, "type": "closing", "code": 1008, "reason": "authentication timeout"}
+            await slow.ws.wait_closed()
+            assert (slow.ws.close_code, slow.ws.close_reason) == (1008, "authentication timeout")
