@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 import wslab
+import wslab.chat
 from wslab.chat import ChatServer
 from wslab.chat.client import ChatClient
 
@@ -84,6 +85,8 @@ async def test_two_tabs_and_a_python_client_chat(browser: Any) -> None:
         for page in (ada, bob):
             await sees(page, "cy: hello from Python")
 
+        assert await ada.text_content("#members") == "3 here: ada, bob, cy"
+
         await say(bob, "bob here")
         await sees(ada, "bob: bob here")
         assert (await next_of(cy, "message"))["text"] == "hello from Python"
@@ -121,3 +124,43 @@ async def test_a_page_from_another_origin_is_refused(browser: Any) -> None:
     await other.stop()
     await chat.server.stop()  # type: ignore[union-attr]
     assert chat.server.transcript.lines == ["HTTP /ws -> 403 Forbidden"]  # type: ignore[union-attr]
+
+
+async def test_the_page_says_why_it_was_closed(browser: Any) -> None:
+    chat = ChatServer(rate=1, burst=2)
+    await chat.start()
+    page = await browser.new_page()
+    await join(page, chat.http_url, "ada")
+    for n in range(4):
+        await say(page, f"spam {n}")
+    await page.wait_for_selector("#status:has-text('disconnected')")
+    assert await page.text_content("#status") == "disconnected: 1008 rate limit exceeded"
+    await page.close()
+    await chat.server.stop()  # type: ignore[union-attr]
+
+
+async def test_the_token_goes_in_the_first_message_from_the_fragment(browser: Any) -> None:
+    chat = ChatServer(token="s3cret")
+    await chat.start()
+    page = await browser.new_page()
+    await join(page, chat.http_url + "#chat_token=s3cret", "ada")
+    assert "s3cret" not in "".join(chat.server.transcript.lines)  # type: ignore[union-attr]
+    other = await browser.new_page()
+    await other.goto(chat.http_url)
+    await other.wait_for_selector("#error:has-text('needs a token')")
+    for tab in (page, other):
+        await tab.close()
+    await chat.server.stop()  # type: ignore[union-attr]
+
+
+async def test_a_missing_trailing_slash_is_added_by_the_page(browser: Any) -> None:
+    page = await browser.new_page()
+    html = wslab.chat.page()
+
+    async def serve_the_page(route: Any) -> None:  # as a proxy prefix would: /user/ada/proxy/8000
+        await route.fulfill(status=200, content_type="text/html", body=html)
+
+    await page.route("http://hub.example/user/ada/proxy/8000**", serve_the_page)
+    await page.goto("http://hub.example/user/ada/proxy/8000")
+    await page.wait_for_url("http://hub.example/user/ada/proxy/8000/")
+    await page.close()
