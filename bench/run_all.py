@@ -1,4 +1,4 @@
-"""Every wslab benchmark in one command, one table: ``python bench/run_all.py [--quick] [--no-suite]``.
+"""Every wslab benchmark in one command, one table: ``python bench/run_all.py [--quick] [--no-suite] [--capacity]``.
 
 Each figure is printed with the reference it is compared with, measured in the same run, their
 ratio, and a target where the project has one (PASS/MISS). It is a report, not a test: it exits
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling modules, whatever the working directory
 
+import bench_chat_capacity  # noqa: E402
 from bench_fanout import measure_fanout, percentile  # noqa: E402
 from bench_tcp import start_tcp_echo  # noqa: E402
 from bench_wslab import FULL, QUICK, EchoClient, Settings, measure_start_stop, measure_throughput  # noqa: E402
@@ -132,6 +133,25 @@ def memory_rows(clients: int) -> list[Row]:
     ]
 
 
+def capacity_rows() -> list[Row]:
+    """The chat's room capacity next to the bare broadcast() floor (bench_chat_capacity.py; minutes)."""
+    sizes = [2000, 4000, 6000, 8000, 10000, 12000, 14000]
+    steps = {kind: bench_chat_capacity.measure(kind, sizes, 4, 10) for kind in ("bare", "chat")}
+    best = {kind: max((s for s in found if s.ok), key=lambda s: s.clients, default=None) for kind, found in steps.items()}
+    chat, bare = best["chat"], best["bare"]
+    if chat is None or bare is None:
+        return [Row("chat room capacity (p95 < 500 ms)", "0" if chat is None else f"{chat.clients:,}", "bare broadcast()", "-", ">= 10,000", "MISS")]
+    ratio = chat.clients / bare.clients
+    return [
+        Row("chat room capacity (p95 < 500 ms)", f"{chat.clients:,}", f"bare broadcast() {bare.clients:,}", f"{ratio:.2f}",
+            ">= 10,000 and >= 0.8", verdict(chat.clients >= 10_000 and ratio >= 0.8)),
+        Row(f"chat room of {chat.clients:,} joined in s", f"{chat.join_s:.1f}", f"bare {bare.join_s:.1f}", f"{chat.join_s / bare.join_s:.2f}",
+            "< 30 s", verdict(chat.join_s < 30)),
+        Row("chat KiB per idle client", f"{chat.kib_per_client:.1f}", f"bare {bare.kib_per_client:.1f}",
+            f"{chat.kib_per_client / bare.kib_per_client:.2f}", "<= 20", verdict(chat.kib_per_client <= 20)),
+    ]
+
+
 def suite_rows() -> list[Row]:
     started = time.perf_counter()
     try:
@@ -158,13 +178,15 @@ def print_table(rows: list[Row]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-async def main(quick: bool, suite: bool) -> None:
+async def main(quick: bool, suite: bool, capacity: bool) -> None:
     settings = QUICK if quick else FULL
     clients, rounds = 1000, (10 if quick else 50)
     rows = await echo_rows(settings)
     rows += await start_stop_rows(settings)
     rows += await fanout_rows(clients, rounds)
     rows += memory_rows(clients)
+    if capacity:
+        rows += capacity_rows()
     if suite:
         rows += suite_rows()
     print(
@@ -178,7 +200,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds: under a minute, noisier")
     parser.add_argument("--no-suite", action="store_true", help="do not time the test suite")
+    parser.add_argument("--capacity", action="store_true", help="also the chat's room capacity (several minutes)")
     args = parser.parse_args()
     started = time.perf_counter()
-    asyncio.run(main(args.quick, not args.no_suite))
+    asyncio.run(main(args.quick, not args.no_suite, args.capacity))
     print(f"\n(took {time.perf_counter() - started:.0f} s)")
