@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
-import wslab
 from wslab import faults
 from wslab.chat import ChatClient, ChatError, ChatServer, encode, parse_client
 from wslab.frames import Opcode, encode_frame

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import functools
 import hashlib
 import hmac
 import json
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
@@ -28,7 +29,6 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from ..guards import RateLimit
 from ..servers import BackgroundServer
@@ -425,7 +425,7 @@ class ChatServer:
         except TimeoutError:  # its buffers are full, so it cannot read the close frame either
             connection.transport.abort()
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -436,6 +436,7 @@ def page() -> str:
     return resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
 
 
+@functools.cache
 def _csp() -> str:
     """A Content-Security-Policy that allows exactly the page's own inline script and style."""
     html = page()
