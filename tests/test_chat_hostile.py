@@ -379,3 +379,33 @@ async def test_a_reader_that_pauses_but_catches_up_stays() -> None:
         assert got == list(range(1, 401)) and chat.kicked == 0
         for client in (ada, pauser):
             await client.close()
+
+
+# -- a peer nobody here wrote ------------------------------------------------------------------------
+
+
+async def test_websocket_client_as_a_peer_gets_exactly_what_the_protocol_says(room: Room) -> None:
+    websocket = pytest.importorskip("websocket")  # websocket-client, a blocking client: run it in a thread
+
+    def peer() -> list[dict[str, Any]]:
+        ws = websocket.create_connection(room.chat.ws_uri, timeout=5)
+        got = [json.loads(ws.recv())]
+        for data in (
+            encode({"type": "join", "room": "lobby", "nick": "peer"}),
+            '{"v": 1, "type": "say", "text": "\\ud800"}',
+            "[" * 50_000,
+            encode({"type": "say", "text": "from websocket-client"}),
+        ):
+            ws.send(data)
+            got.append(json.loads(ws.recv()))
+        ws.close()
+        return got
+
+    hello, joined, surrogate, deep, message = await asyncio.to_thread(peer)
+    assert hello["type"] == "hello" and joined["members"] == ["ada", "bob", "peer"]
+    assert (surrogate["code"], deep["code"]) == ("bad-json", "bad-json")
+    assert (message["nick"], message["text"]) == ("peer", "from websocket-client")
+    room.expected_changes += [{"event": "join", "nick": "peer"}, {"event": "leave", "nick": "peer"}]
+    room.others = 1
+    while {"event": "leave", "nick": "peer"} not in [c for m in room.logs["ada"] if m["type"] == "presence" for c in m["changes"]]:
+        room.logs["ada"].append(await room.ada.recv())
