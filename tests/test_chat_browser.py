@@ -153,6 +153,18 @@ async def test_the_token_goes_in_the_first_message_from_the_fragment(browser: An
     await chat.server.stop()  # type: ignore[union-attr]
 
 
+async def test_a_refusal_at_the_handshake_shows_as_1006_in_the_page(browser: Any) -> None:
+    chat = ChatServer(token="s3cret", auth="query")
+    await chat.start()
+    page = await browser.new_page()
+    await page.goto(chat.http_url)  # no ?chat_token=: the handshake gets 401, which the page cannot see
+    await page.wait_for_selector("#status:has-text('disconnected')")
+    assert await page.text_content("#status") == "disconnected: 1006 connection lost or refused"
+    await page.close()
+    await chat.server.stop()  # type: ignore[union-attr]
+    assert "HTTP /ws -> 401 Unauthorized" in chat.server.transcript.lines  # type: ignore[union-attr]
+
+
 async def test_a_missing_trailing_slash_is_added_by_the_page(browser: Any) -> None:
     page = await browser.new_page()
     html = wslab.chat.page()

@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidStatus
 
+import wslab
 from wslab import faults
 from wslab.chat import ChatClient, ChatError, ChatServer, encode, parse_client
 from wslab.frames import Opcode, encode_frame
@@ -409,3 +410,17 @@ async def test_websocket_client_as_a_peer_gets_exactly_what_the_protocol_says(ro
     room.others = 1
     while {"event": "leave", "nick": "peer"} not in [c for m in room.logs["ada"] if m["type"] == "presence" for c in m["changes"]]:
         room.logs["ada"].append(await room.ada.recv())
+
+
+async def test_a_connection_over_the_cap_after_the_handshake_gets_closing_and_1013() -> None:
+    # Without process_request, nothing refuses at the handshake: this is the path of connections that passed
+    # the handshake check together and overshot the cap.
+    chat = ChatServer(max_clients=1)
+    async with wslab.start(chat.handler, name="no-handshake-check") as server:
+        chat.server = server
+        async with ChatClient(server.uri) as first:
+            async with connect(server.uri) as second:
+                assert json.loads(await second.recv()) == {"v": 1, "type": "closing", "code": 1013, "reason": "try again later: the chat has its maximum of 1 clients"}
+                await second.wait_closed()
+                assert second.close_code == 1013
+            assert first.hello["type"] == "hello"
