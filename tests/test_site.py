@@ -309,3 +309,48 @@ def test_every_character_of_the_prose_has_a_font(browse: Browse) -> None:
         if not fonts.stdout.strip():
             lacking.append(f"U+{ord(ch):04X} {ch}")
     assert not lacking, lacking
+
+
+def test_a_kernel_served_frame_is_replaced_and_other_outputs_are_kept() -> None:
+    frame = {"output_type": "execute_result", "metadata": {}, "execution_count": 1,
+             "data": {"text/html": ['<iframe\n  width="100%"\n  src="http://127.0.0.1:43889/"\n></iframe>'], "text/plain": ["<IFrame>"]}}
+    remote = {"output_type": "display_data", "metadata": {}, "data": {"text/html": '<iframe src="https://example.org/"></iframe>'}}
+    code = {"output_type": "display_data", "metadata": {}, "data": {"text/html": "<pre>x</pre>", "text/latex": "x", "text/plain": "x"}}
+    cell = {"cell_type": "code", "outputs": [frame, remote, code]}
+    SITE_EXTENSION._static_outputs(cell)
+    assert cell["outputs"][0]["data"] == {"text/markdown": SITE_EXTENSION.NOT_SHOWN}
+    assert cell["outputs"][1] is remote
+    assert set(cell["outputs"][2]["data"]) == {"text/html", "text/plain"}
+
+
+def test_links_to_files_that_are_not_pages_become_their_paths(tmp_path: Path) -> None:
+    """A link to a test, a solution or a folder shows the path; a link to nothing still fails the build."""
+    require(importlib.util.find_spec("myst_parser") is not None, "myst-parser (python -m pip install -r requirements-book.txt)")
+    require((MERMAID / "dist" / "mermaid.esm.min.mjs").is_file(), "the node package mermaid (npm ci)")
+    source = tmp_path / "source"
+    (source / "tests").mkdir(parents=True)
+    (source / "tests" / "test_x.py").write_text("", encoding="utf-8")
+    (source / "solutions").mkdir()
+    (source / "solutions" / "00-solutions.md").write_text("# Solutions\n", encoding="utf-8")
+    (source / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+        "extensions = ['myst_parser', 'wslab_site']\nexclude_patterns = ['solutions']\n", encoding="utf-8")
+    page = "# Page\n\n[the test](tests/test_x.py), [tests/](tests/), [solutions](solutions/00-solutions.md).\n"
+    (source / "index.md").write_text(page, encoding="utf-8")
+
+    def sphinx() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "sphinx", "-W", "-E", "-q", "-b", "html", str(source), str(tmp_path / "html")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=50)
+
+    done = sphinx()
+    assert done.returncode == 0, done.stderr
+    html = (tmp_path / "html" / "index.html").read_text(encoding="utf-8")
+    for path in ("tests/test_x.py", "solutions/00-solutions.md"):
+        assert f'<span class="pre">{path}</span></code> in the repository)' in html, path
+    assert '<code class="docutils literal notranslate"><span class="pre">tests/</span></code>' in html
+    assert 'href="tests' not in html and 'href="solutions' not in html
+    assert not (tmp_path / "html" / "_downloads").exists() and "00-solutions" not in html.replace("solutions/00-solutions.md", "")
+
+    (source / "index.md").write_text(page + "\n[gone](missing.md)\n", encoding="utf-8")
+    done = sphinx()
+    assert done.returncode != 0 and "missing.md" in done.stderr, done.stderr

@@ -34,6 +34,9 @@ class SiteFiles(SimpleHTTPRequestHandler):
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript"}
 
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: one line per file is noise."""
+
 
 def serve(site: Path, port: int) -> None:
     """Serve ``site`` on 127.0.0.1 until interrupted."""

@@ -105,13 +105,25 @@ def _repository_path(app: Sphinx, docname: str, target: str) -> str | None:
     return in_repo.as_posix() + ("/" if relative.is_dir() else "")
 
 
+def _source_of(app: Sphinx, docname: str) -> str | None:
+    """The repository file of a document name that is not a page (a solutions notebook), if it exists."""
+    for suffix in app.config.source_suffix:
+        if Path(app.srcdir, docname + suffix).is_file():
+            return docname + suffix
+    return None
+
+
 def _on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     """Links to repository files that are not pages become their path in code (no copy, no broken link)."""
     docname = app.env.docname
     for node in list(doctree.findall(lambda n: isinstance(n, (addnodes.pending_xref, addnodes.download_reference)))):
         if node.get("reftype") != "myst":
             continue
-        path = _repository_path(app, docname, node["reftarget"])
+        if node.get("refdomain") == "doc":  # a link to a notebook or Markdown file that is not a page
+            target = node["reftarget"]
+            path = None if target in app.env.found_docs else _source_of(app, target)
+        else:
+            path = _repository_path(app, docname, node["reftarget"])
         if path is None:
             continue
         text = node.astext()
