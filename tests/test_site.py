@@ -44,8 +44,8 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
-BUILD_SITE = _load(ROOT / "tools" / "build_site.py")
-SITE_EXTENSION = _load(ROOT / "book" / "_ext" / "wslab_site.py")
+BUILD_SITE = _load(ROOT / "tools" / "build_site.py")  # imports the book tools only when it builds
+BOOK_TOOLS = "the book tools (python -m pip install -r requirements-book.txt)"
 
 
 def notebook(path: Path) -> dict[str, Any]:
@@ -59,10 +59,10 @@ def markdown_of(path: Path) -> str:
     return "\n".join("".join(c["source"]) for c in notebook(path)["cells"] if c["cell_type"] == "markdown")
 
 
-def word_only_in(chapter: Path) -> str:
-    """A word of ``chapter``'s prose that no other page has, even as another form of the word."""
+def word_only_in(chapter: Path, added: str) -> str:
+    """A word of ``chapter``'s prose that no other page (nor the text ``added`` to every page) has."""
     others = " ".join(p.read_text(encoding="utf-8") for p in [*CHAPTERS, *OTHER_PAGES] if p != chapter).lower()
-    others += SITE_EXTENSION.run_note("").lower()
+    others += added.lower()
     words = sorted(set(re.findall(r"\b[a-z]{8,}\b", markdown_of(chapter))), key=lambda w: (-len(w), w))
     unique = [w for w in words if w[:6] not in others]  # the prefix: the search stems words
     assert unique, f"{chapter.name} has no word of its own for the search test"
@@ -94,9 +94,16 @@ class Site:
 
 
 @pytest.fixture(scope="module")
+def extension() -> ModuleType:
+    """The book's Sphinx extension (book/_ext/wslab_site.py)."""
+    require(importlib.util.find_spec("sphinx") is not None, BOOK_TOOLS)
+    return _load(ROOT / "book" / "_ext" / "wslab_site.py")
+
+
+@pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     """One fresh build for the whole module (warnings are errors)."""
-    require(importlib.util.find_spec("jupyter_book") is not None, "Jupyter Book (python -m pip install -r requirements-book.txt)")
+    require(importlib.util.find_spec("jupyter_book") is not None, BOOK_TOOLS)
     require((MERMAID / "dist" / "mermaid.esm.min.mjs").is_file(), "the node package mermaid (npm ci)")
     out = tmp_path_factory.mktemp("site")
     started = time.monotonic()
@@ -174,7 +181,7 @@ def _visit(page: Any, url: str) -> Visit:
 
 
 @pytest.fixture(scope="module")
-def browse(site: Site) -> Iterator[Browse]:
+def browse(site: Site, extension: ModuleType) -> Iterator[Browse]:
     """Serve the site on 127.0.0.1 and visit it once in Chromium; any other host is refused."""
     require(CHROMIUM is not None, "Chromium (Debian package chromium)")
     try:
@@ -185,7 +192,7 @@ def browse(site: Site) -> Iterator[Browse]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    seen = Browse(search_word=word_only_in(ROOT / "notebooks" / f"{SEARCHED_CHAPTER}.ipynb"))
+    seen = Browse(search_word=word_only_in(ROOT / "notebooks" / f"{SEARCHED_CHAPTER}.ipynb", extension.run_note("")))
 
     def only_loopback(route: Any) -> None:
         if urlsplit(route.request.url).hostname == "127.0.0.1":
@@ -311,21 +318,21 @@ def test_every_character_of_the_prose_has_a_font(browse: Browse) -> None:
     assert not lacking, lacking
 
 
-def test_a_kernel_served_frame_is_replaced_and_other_outputs_are_kept() -> None:
+def test_a_kernel_served_frame_is_replaced_and_other_outputs_are_kept(extension: ModuleType) -> None:
     frame = {"output_type": "execute_result", "metadata": {}, "execution_count": 1,
              "data": {"text/html": ['<iframe\n  width="100%"\n  src="http://127.0.0.1:43889/"\n></iframe>'], "text/plain": ["<IFrame>"]}}
     remote = {"output_type": "display_data", "metadata": {}, "data": {"text/html": '<iframe src="https://example.org/"></iframe>'}}
     code = {"output_type": "display_data", "metadata": {}, "data": {"text/html": "<pre>x</pre>", "text/latex": "x", "text/plain": "x"}}
     cell = {"cell_type": "code", "outputs": [frame, remote, code]}
-    SITE_EXTENSION._static_outputs(cell)
-    assert cell["outputs"][0]["data"] == {"text/markdown": SITE_EXTENSION.NOT_SHOWN}
+    extension._static_outputs(cell)
+    assert cell["outputs"][0]["data"] == {"text/markdown": extension.NOT_SHOWN}
     assert cell["outputs"][1] is remote
     assert set(cell["outputs"][2]["data"]) == {"text/html", "text/plain"}
 
 
 def test_links_to_files_that_are_not_pages_become_their_paths(tmp_path: Path) -> None:
     """A link to a test, a solution or a folder shows the path; a link to nothing still fails the build."""
-    require(importlib.util.find_spec("myst_parser") is not None, "myst-parser (python -m pip install -r requirements-book.txt)")
+    require(importlib.util.find_spec("myst_parser") is not None, BOOK_TOOLS)
     require((MERMAID / "dist" / "mermaid.esm.min.mjs").is_file(), "the node package mermaid (npm ci)")
     source = tmp_path / "source"
     (source / "tests").mkdir(parents=True)
