@@ -128,6 +128,8 @@ class Visit:
     prose: str
     frames: list[str]
     links: list[str]
+    title: str
+    footer: str
 
 
 @dataclass
@@ -142,13 +144,14 @@ class Browse:
     seconds: float = 0.0
 
 
-# The page's own words: every text outside code and outputs (which quote what a program printed).
+# The page's own words: every text outside code and outputs (which quote what a program printed);
+# the diagrams' labels count as words.
 PROSE_JS = """() => {
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
     const parts = [];
     while (walker.nextNode()) {
         const parent = walker.currentNode.parentElement;
-        if (!parent.closest('code, pre, script, style')) parts.push(walker.currentNode.textContent);
+        if (!parent.closest('code, pre:not(.mermaid), script, style')) parts.push(walker.currentNode.textContent);
     }
     return parts.join(' ');
 }"""
@@ -177,6 +180,8 @@ def _visit(page: Any, url: str) -> Visit:
         prose=page.evaluate(PROSE_JS),
         frames=page.eval_on_selector_all("main iframe", "(frames) => frames.map((f) => f.src)"),
         links=page.eval_on_selector_all("main a.reference.internal", "(links) => links.map((a) => a.href.split('#')[0])"),
+        title=page.title(),
+        footer=page.inner_text("footer.bd-footer-content"),
     )
 
 
@@ -259,6 +264,12 @@ def test_every_link_between_pages_resolves(site: Site, browse: Browse) -> None:
         assert not broken, f"{name}: {broken}"
     readme = {urlsplit(href).path.lstrip("/") for href in browse.others["README.html"].links}
     assert {f"notebooks/{c.stem}.html" for c in CHAPTERS} | {"TEACHING.html", "src/wslab/chat/PROTOCOL.html"} <= readme
+
+
+def test_every_page_has_the_title_and_the_copyright(browse: Browse) -> None:
+    for name, visit in {**browse.chapters, **browse.others}.items():
+        assert visit.title.endswith("wslab: real-time WebSockets with asyncio"), (name, visit.title)
+        assert "Copyright 2026, the wslab authors (MIT License)" in visit.footer, (name, visit.footer)
 
 
 def test_every_diagram_is_rendered(browse: Browse) -> None:
