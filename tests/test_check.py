@@ -442,7 +442,10 @@ async def test_silent_server(capsys):
     await expect_fail(check.silent_server(silent_hangs_up), capsys, "keep the TCP connection open")
 
 
-def auth_with(deadline):
+USERS = {"s3cret": "ada", "hunter2": "bob"}
+
+
+def auth_with(deadline, echo_as_user=True):
     async def first_message_auth(websocket):
         try:
             async with asyncio.timeout(deadline):
@@ -450,10 +453,12 @@ def auth_with(deadline):
         except TimeoutError:
             await websocket.close(1008, "authentication timeout")
             return
-        if token != "s3cret":
+        if token not in USERS:
             await websocket.close(1008, "invalid token")
             return
-        await websocket.send("welcome")
+        await websocket.send(f"welcome {USERS[token]}")
+        async for message in websocket:
+            await websocket.send(f"{USERS[token]}: {message}" if echo_as_user else message)
 
     return first_message_auth
 
@@ -465,16 +470,32 @@ async def auth_plain_close(websocket):
     except TimeoutError:
         await websocket.close()
         return
-    if token != "s3cret":
+    if token not in USERS:
         await websocket.close(1008, "invalid token")
         return
-    await websocket.send("welcome")
+    await websocket.send(f"welcome {USERS[token]}")
+    async for message in websocket:
+        await websocket.send(f"{USERS[token]}: {message}")
+
+
+async def auth_whole_session(websocket):
+    """The deadline around the whole session: a user who pauses is thrown out."""
+    try:
+        async with asyncio.timeout(0.2):
+            token = await websocket.recv()
+            await websocket.send(f"welcome {USERS[token]}")
+            async for message in websocket:
+                await websocket.send(f"{USERS[token]}: {message}")
+    except TimeoutError:
+        await websocket.close(1008, "authentication timeout")
 
 
 async def test_auth_deadline(capsys):
     await expect_pass(check.auth_deadline(auth_with(0.2)), capsys)
     await expect_fail(check.auth_deadline(auth_with(2)), capsys, "asyncio.timeout(0.2)", "no close within 1 s")
     await expect_fail(check.auth_deadline(auth_plain_close), capsys, "close(1008, 'authentication timeout')", "1000 (OK)")
+    await expect_fail(check.auth_deadline(auth_with(0.2, echo_as_user=False)), capsys, "f'{user}: {message}'", "got: 'hi'")
+    await expect_fail(check.auth_deadline(auth_whole_session), capsys, "the deadline is for the token only", "1008")
 
 
 async def strict_limited(connection, limit):

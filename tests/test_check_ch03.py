@@ -266,3 +266,51 @@ async def test_which_proxy_variables_connect_follows(variable: str, used: bool, 
             async with connect(server.uri, open_timeout=2) as ws:
                 await ws.send("direct")
                 assert await ws.recv() == "direct"
+
+
+async def follow_ok(uri, wanted):  # type: ignore[no-untyped-def]
+    last, seen = 0, []
+    async for websocket in connect(uri):
+        try:
+            await websocket.send(str(last))
+            async for message in websocket:
+                last = int(message)
+                seen.append(last)
+                if len(seen) == wanted:
+                    return seen
+        except ConnectionClosed:
+            continue
+
+
+async def follow_without_except(uri, wanted):  # type: ignore[no-untyped-def]
+    last, seen = 0, []
+    async for websocket in connect(uri):
+        await websocket.send(str(last))
+        async for message in websocket:
+            last = int(message)
+            seen.append(last)
+            if len(seen) == wanted:
+                return seen
+
+
+async def follow_from_zero(uri, wanted):  # type: ignore[no-untyped-def]
+    """Sends "0" after every reconnect: the server starts over, and numbers repeat."""
+    seen = []
+    async for websocket in connect(uri):
+        try:
+            await websocket.send("0")
+            async for message in websocket:
+                seen.append(int(message))
+                if len(seen) == wanted:
+                    return seen
+        except ConnectionClosed:
+            continue
+
+
+async def test_follow_passes_a_client_that_resumes_and_fails_the_usual_mistakes(capsys) -> None:  # type: ignore[no-untyped-def]
+    from .test_check import expect_fail, expect_pass
+
+    await expect_pass(check.follow(follow_ok), capsys)
+    await expect_pass(check.follow(follow_ok, wanted=5), capsys)
+    await expect_fail(check.follow(follow_without_except), capsys, "catch ConnectionClosed inside", "ConnectionClosedError")
+    await expect_fail(check.follow(follow_from_zero), capsys, "got: [1, 2, 3, 1, 2, 3, 1]")

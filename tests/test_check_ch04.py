@@ -1,11 +1,12 @@
-"""Chapter 04's checks: a handler that answers right but ends with an error is not a PASS."""
+"""Chapter 04's checks: a handler that answers right but ends with an error is not a PASS; the polite client's check."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from wslab import RateLimit, check
 
@@ -49,3 +50,42 @@ async def test_slow_down_fails_a_drain_that_raises_and_says_why(capsys) -> None:
         "`async for` ends quietly only on 1000, 1001 and 1005",
         "contextlib.suppress(ConnectionClosed)",
     )
+
+
+def polite(pause: float, retry_any_close: bool = False):  # type: ignore[no-untyped-def]
+    """A client that resends after 4029 (after ``pause`` seconds), and lets other close codes through unless told."""
+
+    async def send_politely(uri, messages):  # type: ignore[no-untyped-def]
+        echoes = []
+        for _ in range(20):
+            if len(echoes) == len(messages):
+                break
+            try:
+                async with connect(uri) as websocket:
+                    for message in messages[len(echoes):]:
+                        await websocket.send(message)
+                        echoes.append(await websocket.recv())
+            except ConnectionClosedError as error:
+                if not retry_any_close and (error.rcvd is None or error.rcvd.code != 4029):
+                    raise
+                await asyncio.sleep(pause)
+        return echoes
+
+    return send_politely
+
+
+async def impatient(uri, messages):  # type: ignore[no-untyped-def]
+    """Gives up at the first 4029."""
+    async with connect(uri) as websocket:
+        echoes = []
+        for message in messages:
+            await websocket.send(message)
+            echoes.append(await websocket.recv())
+        return echoes
+
+
+async def test_polite_client_passes_a_pause_and_fails_the_usual_mistakes(capsys) -> None:  # type: ignore[no-untyped-def]
+    await expect_pass(check.polite_client(polite(0.2)), capsys)
+    await expect_fail(check.polite_client(polite(0)), capsys, "wait 0.2 s", "3 connections, pauses")
+    await expect_fail(check.polite_client(polite(0.2, retry_any_close=True)), capsys, "did not answer every message: raise", "a return")
+    await expect_fail(check.polite_client(impatient), capsys, "on 4029, reconnect instead of raising", "4029")

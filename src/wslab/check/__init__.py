@@ -12,8 +12,8 @@ The machinery is in :mod:`wslab.check.core`; each chapter's checks are in ``ch00
 from .ch00 import shout, shout_count
 from .ch01 import binary_echo, long_ping, two_fragments
 from .ch02 import announcements, names, rooms_endpoint
-from .ch03 import first_five, give_up_after, resume
-from .ch04 import auth_deadline, silent_server, slow_down
+from .ch03 import first_five, follow, give_up_after, resume
+from .ch04 import auth_deadline, polite_client, silent_server, slow_down
 from .ch05 import typing, whisper, who
 from .ch06 import going_away, max_size_test, percentiles
 from .core import Verdict
@@ -24,12 +24,14 @@ __all__ = [  # "Verdict" first, then every check
     "auth_deadline",
     "binary_echo",
     "first_five",
+    "follow",
     "give_up_after",
     "going_away",
     "long_ping",
     "max_size_test",
     "names",
     "percentiles",
+    "polite_client",
     "resume",
     "rooms_endpoint",
     "shout",

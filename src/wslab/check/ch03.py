@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .core import Fail, Run, Verdict, recv, require_coroutine_function, run
 
-__all__ = ["first_five", "give_up_after", "resume"]
+__all__ = ["first_five", "follow", "give_up_after", "resume"]
 
 
 async def _ticker(websocket: Any) -> None:
@@ -130,3 +130,50 @@ async def resume(handler: Any) -> Verdict:
         return "1, 2, 3; restarted; resumed with 4, 5"
 
     return await run("resume", body)
+
+
+async def follow(fn: Any, wanted: int = 7) -> Verdict:
+    """Chapter 03, exercise 4: ``await fn(uri, wanted)`` is a reconnecting client that resumes after every
+    dropped connection and returns the first ``wanted`` numbers, 1, 2, 3, ..."""
+
+    async def body(run: Run) -> str:
+        require_coroutine_function(fn, "a coroutine function", "follow(uri, wanted)")
+        resumed_from: list[str] = []
+
+        async def dropping(websocket: Any) -> None:
+            """Three numbers after the client's last one, then a dropped TCP connection (the client sees 1006)."""
+            last = await websocket.recv()
+            resumed_from.append(last)
+            start = int(last) + 1 if last.isdigit() else 1
+            for n in range(start, start + 3):
+                await websocket.send(str(n))
+            websocket.transport.abort()
+
+        server = await run.start(dropping)
+        expected = list(range(1, wanted + 1))
+        try:
+            async with asyncio.timeout(3):
+                got = await fn(server.uri, wanted)
+        except TimeoutError:
+            raise Fail(
+                "return as soon as you have `wanted` numbers; reconnect at once after a drop (the reconnect loop "
+                "waits only after a failed attempt)",
+                got=f"no result within 3 s; the client resumed from {resumed_from}", expected=expected,
+            ) from None
+        except ConnectionClosed as closed:
+            raise Fail(
+                "catch ConnectionClosed inside `async for websocket in connect(uri):` and `continue`: an exception "
+                "in the loop's body leaves the loop", got=f"{type(closed).__name__}: {closed}", expected=expected,
+            ) from None
+        if got != expected:
+            raise Fail("collect every number once, in order, and return the list", got=got, expected=expected)
+        wanted_from = [str(n) for n in range(0, wanted, 3)]
+        if resumed_from != wanted_from:
+            raise Fail(
+                "after each reconnect, send the last number you received (\"0\" the first time)",
+                got=f"the client resumed from {resumed_from}", expected=f"resumed from {wanted_from}",
+            )
+        drops = len(resumed_from) - 1
+        return f"dropped {drops} time{'s' if drops != 1 else ''}, resumed from {', '.join(resumed_from)}, got 1 to {wanted}"
+
+    return await run("follow", body)
