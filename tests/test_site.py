@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,9 +30,11 @@ from .conftest import require
 from .test_mermaid import BLOCK, CHROMIUM, FLAGS, MERMAID
 
 ROOT = Path(__file__).parent.parent
-CHAPTERS = sorted(ROOT.glob("notebooks/[0-9][0-9]-*.ipynb"))
-OTHER_PAGES = [ROOT / "README.md", ROOT / "TEACHING.md", ROOT / "src" / "wslab" / "chat" / "PROTOCOL.md"]
+OTHER_PAGES = ["README.md", "TEACHING.md", "src/wslab/chat/PROTOCOL.md"]
 SEARCHED_CHAPTER = "04-advanced"
+# Not copied for the build: what an install or a test run leaves, and node_modules (linked instead).
+NOT_COPIED = shutil.ignore_patterns(".git", ".venv*", "_build", ".hypothesis", ".pytest_cache", "__pycache__",
+                                    "*.egg-info", ".ipynb_checkpoints", "node_modules")
 
 
 def _load(path: Path) -> ModuleType:
@@ -59,9 +61,9 @@ def markdown_of(path: Path) -> str:
     return "\n".join("".join(c["source"]) for c in notebook(path)["cells"] if c["cell_type"] == "markdown")
 
 
-def word_only_in(chapter: Path, added: str) -> str:
-    """A word of ``chapter``'s prose that no other page (nor the text ``added`` to every page) has."""
-    others = " ".join(p.read_text(encoding="utf-8") for p in [*CHAPTERS, *OTHER_PAGES] if p != chapter).lower()
+def word_only_in(chapter: Path, pages: list[Path], added: str) -> str:
+    """A word of ``chapter``'s prose that no other of the ``pages`` (nor the text ``added`` to every page) has."""
+    others = " ".join(p.read_text(encoding="utf-8") for p in pages if p != chapter).lower()
     others += added.lower()
     words = sorted(set(re.findall(r"\b[a-z]{8,}\b", markdown_of(chapter))), key=lambda w: (-len(w), w))
     unique = [w for w in words if w[:6] not in others]  # the prefix: the search stems words
@@ -86,11 +88,20 @@ def expected_outputs(path: Path) -> tuple[int, list[str]]:
 
 @dataclass
 class Site:
-    """The built site: its folder, what the build printed, how long it took."""
+    """The built site: the copy of the repository it was built from, its HTML folder, the build's output."""
 
+    root: Path
     html: Path
     log: str
     seconds: float
+
+    @property
+    def chapters(self) -> list[Path]:
+        return sorted(self.root.glob("notebooks/[0-9][0-9]-*.ipynb"))
+
+    @property
+    def other_pages(self) -> list[Path]:
+        return [self.root / page for page in OTHER_PAGES]
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +113,23 @@ def extension() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    """One fresh build for the whole module (warnings are errors)."""
+    """One fresh build for the whole module (warnings are errors), from a copy of the repository.
+
+    The tests compare the pages with the notebooks of that copy, so that a chapter saved again meanwhile
+    in the working tree cannot make them disagree.
+    """
     require(importlib.util.find_spec("jupyter_book") is not None, BOOK_TOOLS)
     require((MERMAID / "dist" / "mermaid.esm.min.mjs").is_file(), "the node package mermaid (npm ci)")
-    out = tmp_path_factory.mktemp("site")
+    root = tmp_path_factory.mktemp("site") / "repository"
+    shutil.copytree(ROOT, root, ignore=NOT_COPIED)
+    (root / "node_modules").symlink_to(ROOT / "node_modules", target_is_directory=True)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "build_site.py"), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=50)
+    done = subprocess.run([sys.executable, str(root / "tools" / "build_site.py")],
+                          cwd=root, capture_output=True, text=True, timeout=50)
     seconds = time.monotonic() - started
     log = done.stdout + done.stderr
     assert done.returncode == 0, f"the site does not build (warnings are errors):\n{log}"
-    return Site(out / "_build" / "html", log, seconds)
+    return Site(root, root / "_build" / "html", log, seconds)
 
 
 @dataclass
@@ -197,7 +214,8 @@ def browse(site: Site, extension: ModuleType) -> Iterator[Browse]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    seen = Browse(search_word=word_only_in(ROOT / "notebooks" / f"{SEARCHED_CHAPTER}.ipynb", extension.run_note("")))
+    searched = site.root / "notebooks" / f"{SEARCHED_CHAPTER}.ipynb"
+    seen = Browse(search_word=word_only_in(searched, [*site.chapters, *site.other_pages], extension.run_note("")))
 
     def only_loopback(route: Any) -> None:
         if urlsplit(route.request.url).hostname == "127.0.0.1":
@@ -213,10 +231,10 @@ def browse(site: Site, extension: ModuleType) -> Iterator[Browse]:
             context = browser.new_context()
             context.route("**/*", only_loopback)
             page = context.new_page()
-            for chapter in CHAPTERS:
+            for chapter in site.chapters:
                 seen.chapters[chapter.stem] = _visit(page, f"{base}/notebooks/{chapter.stem}.html")
             for other in OTHER_PAGES:
-                name = other.relative_to(ROOT).with_suffix(".html").as_posix()
+                name = str(PurePosixPath(other).with_suffix(".html"))
                 seen.others[name] = _visit(page, f"{base}/{name}")
             page.goto(f"{base}/search.html?q={seen.search_word}")
             page.wait_for_selector("#search-results .search-summary", timeout=20_000)
@@ -237,7 +255,7 @@ def test_the_site_builds_offline_with_warnings_as_errors(site: Site) -> None:
 
 def test_every_chapter_is_a_page_and_solutions_are_not(site: Site) -> None:
     pages = {p.relative_to(site.html).as_posix() for p in site.html.rglob("*.html") if "_static" not in p.parts}
-    assert {f"notebooks/{c.stem}.html" for c in CHAPTERS} <= pages
+    assert {f"notebooks/{c.stem}.html" for c in site.chapters} <= pages
     assert {"README.html", "TEACHING.html", "src/wslab/chat/PROTOCOL.html"} <= pages
     assert not [p for p in site.html.rglob("*") if "solution" in p.name.lower()]
 
@@ -248,11 +266,11 @@ def test_mermaid_is_served_from_the_site_as_esm_only(site: Site) -> None:
 
 
 def test_every_page_loads_and_lists_every_chapter(site: Site, browse: Browse) -> None:
-    assert set(browse.chapters) == {c.stem for c in CHAPTERS}
+    assert set(browse.chapters) == {c.stem for c in site.chapters}
     for name, visit in browse.chapters.items():
         assert visit.status == 200, name
         listed = {urlsplit(href).path.rsplit("/", 1)[-1] for href in visit.nav}
-        missing = {f"{c.stem}.html" for c in CHAPTERS} - listed
+        missing = {f"{c.stem}.html" for c in site.chapters} - listed
         assert not missing, f"{name}: the navigation lacks {sorted(missing)} (is every chapter in book/_toc.yml?)"
 
 
@@ -263,7 +281,7 @@ def test_every_link_between_pages_resolves(site: Site, browse: Browse) -> None:
         broken = [href for href in visit.links if not (site.html / urlsplit(href).path.lstrip("/")).is_file()]
         assert not broken, f"{name}: {broken}"
     readme = {urlsplit(href).path.lstrip("/") for href in browse.others["README.html"].links}
-    assert {f"notebooks/{c.stem}.html" for c in CHAPTERS} | {"TEACHING.html", "src/wslab/chat/PROTOCOL.html"} <= readme
+    assert {f"notebooks/{c.stem}.html" for c in site.chapters} | {"TEACHING.html", "src/wslab/chat/PROTOCOL.html"} <= readme
 
 
 def test_every_page_has_the_title_and_the_copyright(browse: Browse) -> None:
@@ -272,8 +290,8 @@ def test_every_page_has_the_title_and_the_copyright(browse: Browse) -> None:
         assert "Copyright 2026, the wslab authors (MIT License)" in visit.footer, (name, visit.footer)
 
 
-def test_every_diagram_is_rendered(browse: Browse) -> None:
-    for chapter in CHAPTERS:
+def test_every_diagram_is_rendered(site: Site, browse: Browse) -> None:
+    for chapter in site.chapters:
         visit = browse.chapters[chapter.stem]
         fences = len(BLOCK.findall(markdown_of(chapter)))
         assert len(visit.diagrams) == fences, f"{chapter.name}: {fences} mermaid blocks, {len(visit.diagrams)} diagrams"
@@ -283,8 +301,8 @@ def test_every_diagram_is_rendered(browse: Browse) -> None:
         assert "Syntax error in text" not in visit.text, chapter.name
 
 
-def test_saved_outputs_are_shown(browse: Browse) -> None:
-    for chapter in CHAPTERS:
+def test_saved_outputs_are_shown(site: Site, browse: Browse) -> None:
+    for chapter in site.chapters:
         visit = browse.chapters[chapter.stem]
         cells, lines = expected_outputs(chapter)
         assert visit.outputs == cells, f"{chapter.name}: {cells} cells with outputs, {visit.outputs} shown"

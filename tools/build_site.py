@@ -19,14 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 
 
-def build(out: Path = ROOT) -> Path:
-    """Build the site afresh with warnings as errors into ``out/_build/html``; return that folder."""
+def build() -> Path:
+    """Build the site afresh with warnings as errors into ``_build/html``; return that folder."""
     from jupyter_book.cli.main import build as jupyter_book_build
 
     arguments = [str(ROOT), "--config", str(BOOK / "_config.yml"), "--toc", str(BOOK / "_toc.yml"),
-                 "--path-output", str(out), "--all", "-W", "--keep-going", "--quiet"]
+                 "--all", "-W", "--keep-going", "--quiet"]
     jupyter_book_build.main(arguments, standalone_mode=False)
-    return out / "_build" / "html"
+    return ROOT / "_build" / "html"
 
 
 class SiteFiles(SimpleHTTPRequestHandler):
@@ -41,7 +41,7 @@ class SiteFiles(SimpleHTTPRequestHandler):
 def serve(site: Path, port: int) -> None:
     """Serve ``site`` on 127.0.0.1 until interrupted."""
     with ThreadingHTTPServer(("127.0.0.1", port), partial(SiteFiles, directory=str(site))) as httpd:
-        print(f"serving {site} on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)")
+        print(f"serving {site.relative_to(ROOT)} on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)")
         try:
             httpd.serve_forever()
         except KeyboardInterrupt:
@@ -52,13 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--serve", action="store_true", help="after building, serve the site on 127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="port for --serve (0: any free port)")
-    parser.add_argument("--out", type=Path, default=ROOT, help="build into OUT/_build/html (default: here)")
     options = parser.parse_args(argv)
     try:
-        site = build(options.out.resolve())
+        site = build()
     except SystemExit as stop:  # jupyter-book reports a failed build by exiting
         return int(stop.code or 1)
-    print(f"built {site / 'index.html'}")
+    print(f"built {site.relative_to(ROOT)}/index.html")
     if options.serve:
         serve(site, options.port)
     return 0
