@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import wslab
 from wslab import check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,3 +141,20 @@ def test_the_leak_check_catches_a_solution_and_its_near_copies(chapter: course.C
 def test_the_chapters_show_stubs_only() -> None:
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert course.leaks(paths, ROOT) == []
+
+
+async def test_another_process_on_the_machine_reaches_a_loopback_server() -> None:
+    """TEACHING.md's warning for hubs that share one loopback: 127.0.0.1 keeps out other machines, not other users."""
+    async def echo(websocket):  # type: ignore[no-untyped-def]
+        async for message in websocket:
+            await websocket.send(message)
+
+    async with wslab.start(echo, name="loopback") as server:
+        client = (
+            "import sys; from websockets.sync.client import connect\n"
+            "with connect(sys.argv[1], proxy=None) as ws:\n    ws.send('from a classmate'); print(ws.recv())"
+        )
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", client, server.uri], capture_output=True, text=True, timeout=30
+        )
+    assert done.stdout.strip() == "from a classmate", done.stderr
