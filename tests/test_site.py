@@ -47,7 +47,7 @@ def _load(path: Path) -> ModuleType:
 
 
 BUILD_SITE = _load(ROOT / "tools" / "build_site.py")  # imports the book tools only when it builds
-BOOK_TOOLS = "the book tools (python -m pip install -r requirements-book.txt)"
+BOOK_TOOLS = "Jupyter Book (python -m pip install -r requirements-book.txt)"
 
 
 def notebook(path: Path) -> dict[str, Any]:
