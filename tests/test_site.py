@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -88,12 +87,11 @@ def expected_outputs(path: Path) -> tuple[int, list[str]]:
 
 @dataclass
 class Site:
-    """The built site: the copy of the repository it was built from, its HTML folder, the build's output."""
+    """The built site: the copy of the repository it was built from, its HTML folder, what the build printed."""
 
     root: Path
     html: Path
     log: str
-    seconds: float
 
     @property
     def chapters(self) -> list[Path]:
@@ -123,13 +121,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     root = tmp_path_factory.mktemp("site") / "repository"
     shutil.copytree(ROOT, root, ignore=NOT_COPIED)
     (root / "node_modules").symlink_to(ROOT / "node_modules", target_is_directory=True)
-    started = time.monotonic()
     done = subprocess.run([sys.executable, str(root / "tools" / "build_site.py")],
                           cwd=root, capture_output=True, text=True, timeout=50)
-    seconds = time.monotonic() - started
     log = done.stdout + done.stderr
     assert done.returncode == 0, f"the site does not build (warnings are errors):\n{log}"
-    return Site(root, root / "_build" / "html", log, seconds)
+    return Site(root, root / "_build" / "html", log)
 
 
 @dataclass
@@ -158,7 +154,6 @@ class Browse:
     search_word: str = ""
     search_results: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 # The page's own words: every text outside code and outputs (which quote what a program printed);
@@ -224,7 +219,6 @@ def browse(site: Site, extension: ModuleType) -> Iterator[Browse]:
             seen.refused.append(route.request.url)
             route.abort()
 
-    started = time.monotonic()
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -244,7 +238,6 @@ def browse(site: Site, extension: ModuleType) -> Iterator[Browse]:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
-    seen.seconds = time.monotonic() - started
     yield seen
 
 
