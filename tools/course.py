@@ -233,10 +233,10 @@ def course_notebook(chapter: Chapter) -> nbformat.NotebookNode:
         _markdown(
             f"# {chapter.title}: exercises ({total} points)\n\n"
             + (chapter.intro + "\n\n" if chapter.intro else "")
-            + "Write your code where it says `YOUR CODE HERE` and delete the `raise` line. The cell after each "
-            "exercise runs its check (it prints `PASS` or `FAIL` with a hint); grading runs the same cells, "
-            "and may add a case of its own. Run the notebook from the top (Kernel → Restart and Run All) "
-            "before you submit."
+            + "Write your code where it says `YOUR CODE HERE` and delete the `raise` line. The cell after each\n"
+            "exercise runs its check (it prints `PASS` or `FAIL` with a hint); grading runs the same cells, and\n"
+            "may add a case of its own. Before you submit, run the notebook from the top (Kernel → Restart Kernel\n"
+            "and Run All Cells)."
         ),
         _code(chapter.setup, grade=False, solution=False, locked=True, grade_id="setup"),
     ]
@@ -391,7 +391,7 @@ def leaks(paths: list[Path], root: Path = ROOT) -> list[str]:
 # ---------------------------------------------------------------- the learners' release
 
 
-TEACHERS_ONLY = ("TEACHING.md", "solutions/", "course/", "tools/")
+TEACHERS_ONLY = ("TEACHING.md", "solutions/", "course/", "tools/", "requirements-teacher.txt")
 
 
 def learners_readme(text: str, root: Path = ROOT) -> str:
