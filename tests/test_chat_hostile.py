@@ -106,10 +106,10 @@ class Room:
     expected_changes: list[dict[str, str]] = field(default_factory=list)
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"ada": [], "bob": []})
 
-    async def chat_a_little(self, who: str = "ada") -> None:
+    async def chat_a_little(self, who: str = "ada", padding: str = "") -> None:
         """One good client says something; both receive it (and whatever came before it)."""
         self.said += 1
-        text = f"good {self.said}"
+        text = f"good {self.said}{padding}"
         await getattr(self, who).say(text)
         for name in ("ada", "bob"):
             while True:
@@ -352,7 +352,7 @@ async def test_a_stalled_reader_is_closed_and_the_others_lose_nothing(settings_:
             room.expected_changes += [{"event": "join", "nick": "stalled"}, {"event": "leave", "nick": "stalled"}]
             while chat.kicked == 0:
                 assert room.said < 3000, "the stalled reader was never closed"
-                await room.chat_a_little()
+                await room.chat_a_little(padding=" " + "x" * 400)  # fill the stalled one's buffers soon
                 if "slow_after" in settings_:
                     await asyncio.sleep(0.02)  # time is the point here: stay behind, not far behind
             await room.chat_a_little()
