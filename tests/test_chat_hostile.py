@@ -396,7 +396,7 @@ async def test_a_reader_that_pauses_but_catches_up_stays() -> None:
 
 
 async def test_websocket_client_as_a_peer_gets_exactly_what_the_protocol_says(room: Room) -> None:
-    websocket = pytest.importorskip("websocket")  # websocket-client, a blocking client: run it in a thread
+    import websocket  # websocket-client (requirements.txt), a blocking client: run it in a thread
 
     def peer() -> list[dict[str, Any]]:
         ws = websocket.create_connection(room.chat.ws_uri, timeout=5)
