@@ -1,0 +1,233 @@
+"""The chat with its rooms behind a bus: the same protocol, on one process or on several sharing Redis.
+
+A :class:`ClusterChat` keeps only its own connections; who is in a room, the history and the order of
+events live in the bus (:mod:`wslab.chat.bus`). Every message goes to the bus first and comes back to each
+process, this one included, in the room's one order: that is how members on different processes chat.
+
+>>> chat = ClusterChat(bus=RedisBus(redis.url))          # doctest: +SKIP
+>>> await chat.start()                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from .bus import Bus, BusUnavailable, EventId, LocalBus
+from .protocol import ChatError, encode_bytes, nick_key
+from .server import ChatServer, Client, _respond
+
+__all__ = ["ClusterChat", "forwarded_ip"]
+
+
+def forwarded_ip(connection: ServerConnection, proxies: set[str]) -> str:
+    """The client's address: the last ``X-Forwarded-For`` entry if the peer is a trusted proxy, else the peer.
+
+    Only the proxy's own entry can be trusted (it appends the address it saw); anything before it was
+    written by the client. A client that connects directly cannot choose its address this way.
+    """
+    address = connection.remote_address
+    peer = str(address[0]) if address else ""
+    if peer in proxies:
+        forwarded = connection.request.headers.get("X-Forwarded-For") if connection.request else None
+        if forwarded:
+            return forwarded.rsplit(",", 1)[-1].strip()
+    return peer
+
+
+class ClusterChat(ChatServer):
+    """:class:`ChatServer` with rooms, presence and history in ``bus`` (default: a :class:`LocalBus`).
+
+    - ``trusted_proxies``: peers whose ``X-Forwarded-For`` names the real client (logs, per-IP caps).
+    - ``drain()``: ``/health`` answers 503 ``draining`` and new handshakes are refused (so a proxy stops
+      routing here); after ``grace`` seconds every client is closed with 1012 (service restart), once the
+      messages already received are on the bus.
+    """
+
+    def __init__(self, *, bus: Bus | None = None, trusted_proxies: tuple[str, ...] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("proxies", trusted_proxies)  # clients behind a trusted proxy are capped by real address
+        super().__init__(**kwargs)
+        self.bus = bus if bus is not None else LocalBus(self.history)
+        self.trusted_proxies = set(trusted_proxies)
+        self.local: dict[str, dict[str, Client]] = {}  # room -> nick_key -> this process's member
+        self.draining = False
+        self._since: dict[Client, EventId] = {}  # joined at this event: skip the events up to it
+        self._chains: dict[Client, asyncio.Task[None]] = {}  # each client's messages, handled in order
+
+    async def start(self, **kwargs: Any) -> Any:
+        await self.bus.start(self._deliver, self._members)
+        return await super().start(**kwargs)
+
+    async def stop(self) -> None:
+        """Stop serving, then close the bus."""
+        if self.server is not None:
+            await self.server.stop()
+        await self.bus.close()
+
+    def _members(self) -> list[tuple[str, str, str]]:
+        return [(room, key, client.nick) for room, members in self.local.items() for key, client in members.items() if client.nick]
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """As the chat's, with ``/health`` that reports draining (503) and no new WebSocket while draining."""
+        answer = super().process_request(connection, request)
+        if answer is not None and answer.status_code == HTTPStatus.MISDIRECTED_REQUEST:
+            return answer
+        path = request.path.split("?", 1)[0]
+        if path == "/health":
+            status = "draining" if self.draining else "ok"
+            body = json.dumps({"status": status, "node": self.bus.node, "rooms": len(self.local), "clients": len(self.clients)})
+            code = HTTPStatus.SERVICE_UNAVAILABLE if self.draining else HTTPStatus.OK
+            return _respond(connection, code, body + "\n", "application/json")
+        if self.draining and answer is None:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Draining: this chat process is restarting.\n")
+        return answer
+
+    async def handler(self, connection: ServerConnection) -> None:
+        ip = forwarded_ip(connection, self.trusted_proxies)
+        print(f"connection from {ip}")
+        await super().handler(connection)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def receive(self, client: Client, message: dict[str, Any]) -> None:
+        """Queue ``message`` behind the client's previous ones: each may wait for the bus, in order."""
+        previous = self._chains.get(client)
+        task = asyncio.create_task(self._handle(client, message, previous))
+        self._chains[client] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, client: Client, message: dict[str, Any], previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        try:
+            await self.areceive(client, message)
+        except ChatError as exc:
+            print(f"error {exc.code}: {exc}")
+            self.reply(client, {"type": "error", "code": exc.code, "error": str(exc)})
+        except BusUnavailable:
+            print("error unavailable: the message bus is unreachable")
+            self.reply(client, {"type": "error", "code": "unavailable", "error": "the chat's message bus is unreachable: try again soon"})
+        finally:
+            if self._chains.get(client) is asyncio.current_task():
+                del self._chains[client]
+
+    async def areceive(self, client: Client, message: dict[str, Any]) -> None:
+        """Act on one valid ``message``; like ``receive()`` of the chat, but it may await the bus."""
+        kind = message["type"]
+        if client.closing:
+            return
+        if kind == "join":
+            await self._ajoin(client, message["room"], message["nick"])
+        elif client.room is None or client.nick is None:
+            raise ChatError("not-joined", f"join a room before you {kind}: send {{\"v\": 1, \"type\": \"join\", \"room\": ..., \"nick\": ...}}")
+        elif kind == "say":
+            await self.bus.say(client.room, client.nick, message["text"])
+        else:
+            room = client.room
+            await self._aleave(client)
+            self.reply(client, {"type": "left", "room": room})
+
+    async def _ajoin(self, client: Client, room: str, nick: str) -> None:
+        key = nick_key(nick)
+        holder = self.local.get(room, {}).get(key)
+        if holder is not None and holder is not client:
+            raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {room!r}: pick another")
+        if client.room is not None:
+            await self._aleave(client)
+        joined = await self.bus.join(room, key, nick)
+        if joined is None:
+            raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {room!r}: pick another")
+        if client.closing or client not in self.clients:  # it went away while we waited
+            await self.bus.leave(room, key, nick)
+            return
+        self.bus.watch(room, joined.id)
+        self.reply(client, {"type": "joined", "room": room, "nick": nick, "members": joined.members, "history": joined.history})
+        seen = joined.id
+        while self.bus.positions.get(room, seen) > seen:  # events this process delivered while we waited
+            until = self.bus.positions[room]
+            for event_id, event in await self.bus.events(room, seen, until):
+                self._send([client], self._encode(room, event))
+            seen = until
+        if client.closing or client not in self.clients:
+            await self.bus.leave(room, key, nick)
+            return
+        client.room, client.nick = room, nick
+        self.local.setdefault(room, {})[key] = client
+        if self.bus.positions.get(room, seen) < seen:
+            self._since[client] = seen  # the reader has not reached our join yet
+        print(f"{nick} joined {room}")
+
+    def _forget_local(self, client: Client) -> tuple[str, str, str] | None:
+        room, nick = client.room, client.nick
+        if room is None or nick is None:
+            return None
+        key = nick_key(nick)
+        client.room = client.nick = None
+        self._since.pop(client, None)
+        members = self.local.get(room, {})
+        if members.get(key) is client:
+            del members[key]
+        if not members:
+            self.local.pop(room, None)
+            self.bus.unwatch(room)
+        self._note(client, f"{nick} left {room}")
+        return room, key, nick
+
+    async def _aleave(self, client: Client) -> None:
+        held = self._forget_local(client)
+        if held is not None:
+            await self.bus.leave(*held)
+
+    def _leave(self, client: Client, forget: bool = True) -> None:
+        """The chat calls this when a client goes (or is closed): forget it here, release it on the bus."""
+        held = self._forget_local(client)
+        if held is not None:
+            self._spawn(self._release(*held))
+
+    async def _release(self, room: str, key: str, nick: str) -> None:
+        with contextlib.suppress(BusUnavailable):  # if Redis is gone, the heartbeat TTL cleans it up
+            await self.bus.leave(room, key, nick)
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def _encode(self, room: str, event: dict[str, Any]) -> bytes:
+        if event["type"] == "message":
+            return encode_bytes({"type": "message", "room": room, "seq": event["seq"], "nick": event["nick"], "text": event["text"]})
+        change = {"event": event["event"], "nick": event["nick"]}
+        return encode_bytes({"type": "presence", "room": room, "changes": [change], "count": event["count"]})
+
+    def _deliver(self, room: str, event_id: EventId, event: dict[str, Any]) -> None:
+        """One room event from the bus: send it to this process's members of the room."""
+        members = self.local.get(room)
+        if not members:
+            return
+        targets = list(members.values())
+        if self._since:  # members that joined ahead of the reader have already seen the events up to their join
+            targets = [c for c in targets if c not in self._since or self._since[c] < event_id]
+            for client in [c for c, seen in self._since.items() if seen <= event_id]:
+                del self._since[client]
+        self._send(targets, self._encode(room, event))
+
+    # -- draining ---------------------------------------------------------------------------
+
+    async def drain(self, grace: float = 1.0) -> None:
+        """Report draining, wait ``grace`` s, let received messages reach the bus, then close clients with 1012."""
+        self.draining = True
+        print(f"draining: /health says so; closing {len(self.clients)} clients in {grace:g} s")
+        await asyncio.sleep(grace)
+        chains = list(self._chains.values())
+        if chains:
+            await asyncio.wait(chains, timeout=5)
+        for client in list(self.clients):
+            self.close(client, CloseCode.SERVICE_RESTART, "service restart")
