@@ -20,13 +20,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .servers import _registry, _unregister
 
-__all__ = ["MissingProgram", "Nginx", "RedisServer", "Service", "start_nginx", "start_redis"]
+__all__ = ["ChatProcess", "MissingProgram", "Nginx", "RedisServer", "Service", "start_chat", "start_nginx", "start_redis"]
 
 READY_TIMEOUT = 10.0  # how long a service may take to start, in seconds
 STOP_TIMEOUT = 5.0  # how long it may take to exit after SIGTERM before it is killed
@@ -135,6 +136,48 @@ class Nginx(Service):
         async with asyncio.timeout(READY_TIMEOUT):  # nginx reloads in the background: watch its log
             while "gracefully shutting down" not in self.log()[before:]:  # the old worker stopped accepting
                 await asyncio.sleep(0.02)
+
+
+class ChatProcess(Service):
+    """``python -m wslab.chat`` as a process of its own; ``log()`` is everything it printed."""
+
+    program = "python -m wslab.chat"
+
+    @property
+    def uri(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def terminate(self) -> None:
+        """SIGTERM: the chat drains (``/health`` says so, clients get 1012) and exits; see ``wait()``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    async def wait(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Wait (bounded) until the process exits; return its exit status."""
+        return await asyncio.to_thread(self.process.wait, timeout)
+
+
+async def start_chat(name: str = "chat", *, redis: str | None = None, args: Sequence[str] = ()) -> ChatProcess:
+    """Start ``python -m wslab.chat --port 0 [--redis URL] ARGS``; return once it prints where it listens."""
+    directory = Path(tempfile.mkdtemp(prefix="wslab-chat-"))
+    command = [sys.executable, "-m", "wslab.chat", "--port", "0", *(["--redis", redis] if redis else []), *args]
+    await _replace(name)
+    with open(directory / "log", "wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    service = ChatProcess(name, process, directory)
+    try:
+        await _until_ready(service, lambda: "listening on " in service.log())
+    except BaseException:
+        service._stop_now()
+        raise
+    service.port = int(service.log().split("listening on ", 1)[1].split("/ws", 1)[0].rsplit(":", 1)[1])
+    _registry[name] = service
+    return service
 
 
 def _program(name: str, package: str) -> str:
