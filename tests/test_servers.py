@@ -180,3 +180,20 @@ def test_port_is_really_free_after_stop() -> None:
     port = asyncio.run(scenario())
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # would raise EADDRINUSE if the listener leaked
+
+
+async def test_before_stop_callbacks_run_before_the_close_frame() -> None:
+    """What an application says as the server stops reaches each client before its 1001."""
+    from websockets.asyncio.server import broadcast
+
+    server = await wslab.start(echo)
+    async with connect(server.uri, proxy=None) as client:
+        await client.send("hi")
+        assert await client.recv() == "hi"
+        server.before_stop.append(lambda: broadcast(server.connections, "stopping: going away"))
+        server.before_stop.append(lambda: 1 / 0)  # a failing one is recorded, and the stop goes on
+        await server.stop()
+        assert await client.recv() == "stopping: going away"
+        await client.wait_closed()
+        assert client.close_code == 1001
+    assert "before_stop callback failed: ZeroDivisionError: division by zero" in server.transcript.lines

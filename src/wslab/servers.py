@@ -58,6 +58,9 @@ class BackgroundServer:
         self._labels: dict[ServerConnection, str] = {}
         self._finished: dict[ServerConnection, asyncio.Future[None]] = {}
         self._dropped: set[ServerConnection] = set()  # TCP closed by the handler before any close frame
+        # Called (without arguments, synchronously) as stop() begins, before any close frame: e.g. to tell
+        # every client why in a message of the application's protocol.
+        self.before_stop: list[Callable[[], None]] = []
         self._stopped: asyncio.Future[None] | None = None
         self._close_timeout: float = 10.0  # websockets' default; start() may set another
 
@@ -171,6 +174,11 @@ class BackgroundServer:
                 connection.close_timeout = timeout
             started = self._loop.time()
             try:
+                for announce in self.before_stop:
+                    try:
+                        announce()
+                    except Exception as exc:  # a failing announcement must not keep the server running
+                        self.transcript.add(f"before_stop callback failed: {type(exc).__name__}: {exc}")
                 self.server.close(close_connections=True)
                 closing = self.server.close_task  # websockets' own shutdown: close frames, TCP, handlers
                 assert closing is not None

@@ -141,7 +141,13 @@ class ChatServer:
         serve_kwargs.setdefault("compression", None)
         self.hosts.add(host if ":" not in host else f"[{host}]")
         self.server = await wslab_start(self.handler, name=name, host=host, port=port, process_request=self.process_request, **serve_kwargs)
+        self.server.before_stop.append(self._announce_stop)
         return self.server
+
+    def _announce_stop(self) -> None:
+        """As the server stops: a ``closing`` message to every client, so a page behind a proxy knows why."""
+        connections = [c.connection for c in self.clients if not c.closing]
+        broadcast(connections, encode_bytes({"type": "closing", "code": 1001, "reason": "server stopping"}), text=True)
 
     @property
     def http_url(self) -> str:
