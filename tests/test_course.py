@@ -104,7 +104,7 @@ def test_no_solution_line_in_any_released_notebook(graded) -> None:  # type: ign
     base, _ = graded
     released = sorted(base.glob("*/release/*/*.ipynb"))
     assert [p.stem for p in released] == [c.stem for c in CHAPTERS]
-    assert len(course.solution_lines(ROOT)) > 100  # the line check has something to look for
+    assert len(course.solution_lines(ROOT)) > 50  # the line check has something to look for
     assert course.leaks(released, ROOT) == []  # line by line, near copies included
     for path, chapter in zip(released, CHAPTERS, strict=True):
         text = path.read_text(encoding="utf-8")

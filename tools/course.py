@@ -181,7 +181,7 @@ def _numbered(items: list[str]) -> str:
 
 def chapter_block(chapter: Chapter) -> list[nbformat.NotebookNode]:
     """The cells build() puts in a chapter: the exercises, their stubs, the questionnaire."""
-    listed = _numbered([f"**{e.title}.** {e.statement}" for e in chapter.exercises])
+    listed = _numbered([f"**{e.title}{'' if e.title[-1] in '.?!' else '.'}** {e.statement}" for e in chapter.exercises])
     exercises = _markdown("## Exercises\n\n" + (chapter.intro + "\n\n" if chapter.intro else "") + listed)
     exercises.metadata["tags"] = ["exercises"]
     cells = [exercises]

@@ -14,7 +14,7 @@ from .ch01 import binary_echo, long_ping, two_fragments
 from .ch02 import announcements, names, rooms_endpoint
 from .ch03 import first_five, follow, give_up_after, resume
 from .ch04 import auth_deadline, polite_client, silent_server, slow_down
-from .ch05 import typing, whisper, who
+from .ch05 import no_disguise, typing, whisper, who
 from .ch06 import going_away, max_size_test, percentiles
 from .core import Verdict
 
@@ -30,6 +30,7 @@ __all__ = [  # "Verdict" first, then every check
     "long_ping",
     "max_size_test",
     "names",
+    "no_disguise",
     "percentiles",
     "polite_client",
     "resume",
