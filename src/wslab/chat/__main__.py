@@ -15,7 +15,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .bus import Bus, LocalBus, RedisBus
 from .cluster import ClusterChat
@@ -73,6 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
         server = await chat.start(host=args.host, port=args.port, ping_interval=args.ping_interval)
     except OSError as exc:
         raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    server.transcript.add = _printing(server.transcript.add)  # type: ignore[method-assign]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -83,6 +84,16 @@ async def serve(args: argparse.Namespace) -> None:
     await chat.drain(args.drain_grace)
     await chat.stop()
     print("stopped", flush=True)
+
+
+def _printing(add: Callable[[str], None]) -> Callable[[str], None]:
+    """The transcript's ``add`` that also prints each line: a process's transcript is its output."""
+
+    def add_and_print(line: str) -> None:
+        add(line)
+        print(line, file=sys.__stdout__, flush=True)
+
+    return add_and_print
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -206,6 +206,8 @@ class RedisBus(Bus):
         self._control_id: EventId = (0, 0)
         self._scripts = {name: self.redis.register_script(lua) for name, lua in (("join", _JOIN), ("say", _SAY), ("leave", _LEAVE))}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._wakes: set[asyncio.Task[None]] = set()
 
     def _keys(self, room: str) -> list[str]:
         base = f"{self.prefix}:room:{room}"
@@ -221,11 +223,17 @@ class RedisBus(Bus):
         self._tasks = [asyncio.create_task(task) for task in (self._read(), self._heartbeat(), self._reap_loop())]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        if not self._tasks:
+            return
+        self._closing = True  # the reader ends after its XREAD, which the wake-up below ends at once
+        reader, *others = self._tasks
+        self._tasks = []
+        for task in others:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._wake()
+        done, _ = await asyncio.wait([reader], timeout=2.0)  # (a blocked XREAD is not cancelled cleanly)
+        if not done:
+            reader.cancel()
         with contextlib.suppress(Exception):
             await self.redis.delete(self._control, f"{self.prefix}:node:{self.node}")
         await self.redis.aclose()
@@ -243,8 +251,8 @@ class RedisBus(Bus):
         if room not in self.positions:
             super().watch(room, after)
             task = asyncio.create_task(self._wake())
-            self._tasks.append(task)
-            task.add_done_callback(self._tasks.remove)
+            self._wakes.add(task)
+            task.add_done_callback(self._wakes.discard)
 
     async def _wake(self) -> None:
         with contextlib.suppress(Exception):
@@ -283,7 +291,7 @@ class RedisBus(Bus):
         import redis.exceptions
 
         delay, lost = 0.1, False
-        while True:
+        while not self._closing:
             streams = {self._control: _format_id(self._control_id)}
             streams |= {self._keys(room)[1]: _format_id(after) for room, after in self.positions.items()}
             try:

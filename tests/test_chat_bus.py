@@ -1,0 +1,104 @@
+"""The chat behind a bus: the same behaviour with rooms in this process and with rooms shared over Redis."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+
+from wslab import services
+from wslab.chat.bus import LocalBus, RedisBus
+from wslab.chat.client import ChatClient
+from wslab.chat.cluster import ClusterChat
+
+from .conftest import require
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    require(shutil.which("redis-server") is not None, "redis-server (Debian package redis-server)")
+    server = await services.start_redis("test-redis")
+    yield server.url
+    await server.stop()
+
+
+@pytest.fixture(params=["local", "redis"])
+async def uris(request: pytest.FixtureRequest) -> AsyncIterator[list[str]]:
+    """Two places to connect: one chat twice (local bus), or two chats sharing one Redis."""
+    redis = None
+    if request.param == "local":
+        chats = [ClusterChat(bus=LocalBus())]
+    else:
+        require(shutil.which("redis-server") is not None, "redis-server (Debian package redis-server)")
+        redis = await services.start_redis("test-redis")
+        chats = [ClusterChat(bus=RedisBus(redis.url, ttl=1.0)) for _ in range(2)]
+    for number, chat in enumerate(chats):
+        await chat.start(name=f"bus-chat-{number}")
+    yield [chats[0].ws_uri, chats[-1].ws_uri]
+    for chat in chats:
+        await chat.stop()
+    if redis is not None:
+        await redis.stop()
+
+
+async def test_members_on_either_side_chat_in_one_order(uris: list[str]) -> None:
+    async with ChatClient(uris[0], proxy=None) as ada, ChatClient(uris[1], proxy=None) as bob:
+        assert (await ada.join("lobby", "ada"))["members"] == ["ada"]
+        joined = await bob.join("lobby", "bob")
+        assert joined["members"] == ["ada", "bob"] and joined["history"] == []
+        assert (await ada.recv())["changes"] == [{"event": "join", "nick": "bob"}]
+        for n in range(5):
+            await ada.say(f"a{n}")
+            await bob.say(f"b{n}")
+        for reader in (ada, bob):
+            got = [await reader.recv() for _ in range(10)]
+            assert [m["seq"] for m in got] == list(range(1, 11))  # one order, no gap, for everyone
+            assert [m["text"] for m in got if m["nick"] == "ada"] == [f"a{n}" for n in range(5)]
+
+
+async def test_nicknames_are_unique_across_processes_and_history_is_shared(uris: list[str]) -> None:
+    async with ChatClient(uris[0], proxy=None) as ada, ChatClient(uris[1], proxy=None) as other:
+        await ada.join("lobby", "ada")
+        await ada.say("first")
+        await ada.recv()
+        taken = await other.join("lobby", "ADA")
+        assert taken["code"] == "nick-taken"
+        joined = await other.join("lobby", "eve")
+        assert joined["history"] == [{"seq": 1, "nick": "ada", "text": "first"}]
+
+
+async def test_a_leaving_member_is_announced_and_an_empty_room_forgets(uris: list[str]) -> None:
+    async with ChatClient(uris[0], proxy=None) as ada:
+        await ada.join("r", "ada")
+        async with ChatClient(uris[1], proxy=None) as bob:
+            await bob.join("r", "bob")
+            await ada.recv()
+            await bob.send(type="leave")
+            assert (await bob.recv()) == {"v": 1, "type": "left", "room": "r"}
+        assert (await ada.recv())["changes"] == [{"event": "leave", "nick": "bob"}]
+        await ada.say("alone")
+        await ada.recv()
+        await ada.send(type="leave")
+        await ada.recv()
+        assert (await ada.join("r", "ada"))["history"] == []
+
+
+async def test_a_dead_processs_members_are_removed_by_the_heartbeat_ttl(redis_url: str) -> None:
+    living, dead = RedisBus(redis_url, ttl=0.6), RedisBus(redis_url, ttl=0.6)
+    chat = ClusterChat(bus=living)
+    await chat.start(name="bus-living")
+    await dead.start(lambda room, event_id, event: None)
+    try:
+        async with ChatClient(chat.ws_uri, proxy=None) as ada:
+            await ada.join("r", "ada")
+            assert await dead.join("r", "ghost", "ghost")
+            await ada.recv()
+            for task in dead._tasks:  # the process stops beating, as after kill -9
+                task.cancel()
+            leave = await ada.recv()  # within 1.5 x ttl (the client's timeout is 2 s)
+            assert leave["changes"] == [{"event": "leave", "nick": "ghost"}] and leave["count"] == 1
+            assert living.reaped == 1
+    finally:
+        await chat.stop()
+        await dead.close()
