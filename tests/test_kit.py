@@ -104,6 +104,8 @@ def test_the_release_has_no_dangling_reference(release: Path) -> None:
             if not re.match(r"[a-z]+:", target):
                 assert (path.parent / target).resolve().exists(), f"{path.name} links to {target}"
         assert "TEACHING.md" not in text and "solutions/" not in text, path.name
+    readme = (release / "README.md").read_text(encoding="utf-8")
+    assert "## Chapters" in readme and "## Start" in readme and "For teachers" not in readme
     pyproject = tomllib.loads((release / "pyproject.toml").read_text(encoding="utf-8"))
     testpaths = pyproject["tool"]["pytest"]["ini_options"]["testpaths"]
     assert "solutions" not in testpaths and all((release / p).is_dir() for p in testpaths)

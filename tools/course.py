@@ -37,7 +37,7 @@ STUB_TAGS = ["exercise", "nbval-skip", "skip-execution"]
 BLOCK_TAGS = {"exercises", "exercise", "questionnaire"}  # the cells of a chapter that build() owns
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 # Files the release copies; a chapter that names a file under tests/ or bench/ gets that file too.
-RELEASED = ["requirements.txt", "package.json", "package-lock.json", "notebooks", "src"]
+RELEASED = ["requirements.txt", "notebooks", "src"]
 IGNORED = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.egg-info", "*.pyc")
 CITED = re.compile(r"`((?:tests|bench)/[\w./-]*)`")
 LINK = re.compile(r"\]\(([^)#\s]+)")  # a Markdown link's target
@@ -392,14 +392,29 @@ def leaks(paths: list[Path], root: Path = ROOT) -> list[str]:
 
 
 TEACHERS_ONLY = ("TEACHING.md", "solutions/", "course/", "tools/", "requirements-teacher.txt")
+# The README's sections a learner needs, in its order; the rest is for authors and teachers.
+LEARNERS_SECTIONS = ("Chapters", "When a port is taken", "When a client cell cannot reach the server", "The `wslab` package")
+LEARNERS_START = """## Start
+
+You need Python 3.11 or newer. In a fresh virtual environment (`python3 -m venv .venv && source .venv/bin/activate`):
+
+```bash
+python -m pip install -r requirements.txt && python -m jupyter lab notebooks/00-start-here.ipynb
+```
+
+Every chapter ends with exercises, each with a one-line check that prints `PASS` or `FAIL` with a hint, and a
+questionnaire. `python -m pytest` checks that every chapter still runs as it was saved.
+
+"""
 
 
-def learners_readme(text: str, root: Path = ROOT) -> str:
-    """The README without what only teachers get: their sections, and lines that name their files."""
-    sections = re.split(r"(?m)^(?=## )", text)
-    kept = [s for s in sections if not re.match(r"## .*teacher", s, re.IGNORECASE)]
-    lines = "".join(kept).splitlines()
-    return "\n".join(line for line in lines if not any(name in line for name in TEACHERS_ONLY)) + "\n"
+def learners_readme(text: str) -> str:
+    """The README as learners get it: its introduction, the sections they need, and how to start."""
+    intro, *sections = re.split(r"(?m)^(?=## )", text)
+    titles = {section.splitlines()[0].removeprefix("## ").strip(): section for section in sections}
+    kept = [titles[title] for title in LEARNERS_SECTIONS if title in titles]
+    readme = intro + (kept[0] if kept else "") + LEARNERS_START + "".join(kept[1:])
+    return "\n".join(line for line in readme.splitlines() if not any(name in line for name in TEACHERS_ONLY)) + "\n"
 
 
 def release(out: Path, root: Path = ROOT) -> Path:
@@ -413,7 +428,7 @@ def release(out: Path, root: Path = ROOT) -> Path:
             shutil.copytree(source, out / name, ignore=IGNORED)
         else:
             shutil.copy2(source, out / name)
-    readme = learners_readme((root / "README.md").read_text(encoding="utf-8"), root)
+    readme = learners_readme((root / "README.md").read_text(encoding="utf-8"))
     (out / "README.md").write_text(readme, encoding="utf-8")
     texts = [readme] + [path.read_text(encoding="utf-8") for path in (root / "notebooks").glob("*.ipynb")]
     for name in sorted({m for text in texts for m in CITED.findall(text)}):
