@@ -69,6 +69,11 @@ class Service:
         self._stop_now()
 
     def _stop_now(self) -> None:
+        self._end_process()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        _unregister(self)
+
+    def _end_process(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -76,8 +81,6 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(STOP_TIMEOUT)
-        shutil.rmtree(self.directory, ignore_errors=True)
-        _unregister(self)
 
     def kill(self) -> None:
         """``kill -9``: the process dies at once, as in a crash (its directory stays until ``stop()``)."""
@@ -103,6 +106,12 @@ class RedisServer(Service):
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"
+
+    async def restart(self) -> None:
+        """Stop this Redis (SIGTERM; nothing is saved) and start a new one on the same socket: an empty Redis."""
+        await asyncio.to_thread(self._end_process)
+        self.process = subprocess.Popen(self.process.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await _until_ready(self, lambda: _redis_answers(self.socket_path))
 
 
 class Nginx(Service):
