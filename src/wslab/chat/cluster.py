@@ -152,6 +152,7 @@ class ClusterChat(ChatServer):
             await self.bus.leave(room, key, nick)
             return
         self.bus.watch(room, joined.id)
+        print(f"{nick} joined {room}")  # before the answer: whoever reads the answer finds it logged
         self.reply(client, {"type": "joined", "room": room, "nick": nick, "members": joined.members, "history": joined.history})
         seen = joined.id
         while self.bus.positions.get(room, seen) > seen:  # events this process delivered while we waited
@@ -166,7 +167,6 @@ class ClusterChat(ChatServer):
         self.local.setdefault(room, {})[key] = client
         if self.bus.positions.get(room, seen) < seen:
             self._since[client] = seen  # the reader has not reached our join yet
-        print(f"{nick} joined {room}")
 
     def _forget_local(self, client: Client) -> tuple[str, str, str] | None:
         room, nick = client.room, client.nick
