@@ -16,6 +16,7 @@ from .ch03 import first_five, follow, give_up_after, resume
 from .ch04 import auth_deadline, polite_client, silent_server, slow_down
 from .ch05 import no_disguise, typing, whisper, who
 from .ch06 import going_away, max_size_test, percentiles
+from .ch07 import follow_stream
 from .core import Verdict
 
 __all__ = [  # "Verdict" first, then every check
@@ -25,6 +26,7 @@ __all__ = [  # "Verdict" first, then every check
     "binary_echo",
     "first_five",
     "follow",
+    "follow_stream",
     "give_up_after",
     "going_away",
     "long_ping",
