@@ -102,3 +102,27 @@ async def test_a_dead_processs_members_are_removed_by_the_heartbeat_ttl(redis_ur
     finally:
         await chat.stop()
         await dead.close()
+
+
+async def test_behind_a_trusted_proxy_the_cap_counts_the_forwarded_address() -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    chat = ClusterChat(trusted_proxies=("127.0.0.1",), max_per_ip=1)
+    await chat.start(name="bus-capped")
+    try:
+        def via(address: str) -> connect:
+            return connect(chat.ws_uri, proxy=None, additional_headers={"X-Forwarded-For": f"198.51.100.7, {address}"})
+
+        async with via("203.0.113.9") as first:
+            await first.recv()
+            with pytest.raises(InvalidStatus) as refused:
+                async with via("203.0.113.9"):
+                    pass
+            assert refused.value.response.status_code == 503
+            async with via("203.0.113.10") as other:  # another client behind the same proxy
+                await other.recv()
+        assert [line for line in chat.server.transcript.lines if "connection from" in line][-2:] == [
+            "client 1: connection from 203.0.113.9", "client 2: connection from 203.0.113.10"]
+    finally:
+        await chat.stop()

@@ -52,7 +52,6 @@ class ClusterChat(ChatServer):
     """
 
     def __init__(self, *, bus: Bus | None = None, trusted_proxies: tuple[str, ...] = (), **kwargs: Any) -> None:
-        kwargs.setdefault("proxies", trusted_proxies)  # clients behind a trusted proxy are capped by real address
         super().__init__(**kwargs)
         self.bus = bus if bus is not None else LocalBus(self.history)
         self.trusted_proxies = set(trusted_proxies)
@@ -91,9 +90,12 @@ class ClusterChat(ChatServer):
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Draining: this chat process is restarting.\n")
         return answer
 
+    def client_ip(self, connection: ServerConnection) -> str:
+        """The real client's address: from ``X-Forwarded-For`` when a trusted proxy connects."""
+        return forwarded_ip(connection, self.trusted_proxies)
+
     async def handler(self, connection: ServerConnection) -> None:
-        ip = forwarded_ip(connection, self.trusted_proxies)
-        print(f"connection from {ip}")
+        print(f"connection from {self.client_ip(connection)}")
         await super().handler(connection)
 
     # -- messages ---------------------------------------------------------------------------

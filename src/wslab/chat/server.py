@@ -189,7 +189,7 @@ class ChatServer:
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin, host):
             return _refuse(connection, HTTPStatus.FORBIDDEN, f"Origin {origin[:80]} is not allowed.")
-        full = self._full(_ip(connection))
+        full = self._full(self.client_ip(connection))
         if full:
             response = _refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE, f"Try again later: {full}.")
             response.headers["Retry-After"] = "5"
@@ -197,6 +197,10 @@ class ChatServer:
         if self.token is not None and self.auth == "query" and not self._token_ok(_query_token(request)):
             return _refuse(connection, HTTPStatus.UNAUTHORIZED, f"Missing or invalid token: send 'Authorization: Bearer <token>' or ?{TOKEN_PARAM}=<token>.")
         return None
+
+    def client_ip(self, connection: ServerConnection) -> str:
+        """The address a client is capped by: its peer's (a subclass behind a proxy may know better)."""
+        return _ip(connection)
 
     def _origin_allowed(self, origin: str, host: str) -> bool:
         if origin in self.origins:
@@ -220,7 +224,7 @@ class ChatServer:
 
     async def handler(self, connection: ServerConnection) -> None:
         """One client: greet it, authenticate it if needed, then handle its messages until it goes."""
-        client = Client(connection, _ip(connection))
+        client = Client(connection, self.client_ip(connection))
         full = self._full(client.ip)  # handshakes that passed the check together may overshoot it
         if full:
             self.close(client, CloseCode.TRY_AGAIN_LATER, f"try again later: {full}")
