@@ -280,6 +280,7 @@ http {{
     scgi_temp_path {d}/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
     upstream backends {{
+        least_conn;  # WebSockets stay open: send each new one where fewest are open, not merely the next in turn
 {servers}
     }}
     server {{
@@ -289,7 +290,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
+            proxy_set_header Host $http_host;  # with the port: a page's Origin then matches it
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
 {extra}
         }}
