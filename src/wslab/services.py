@@ -270,7 +270,7 @@ def _write_nginx_config(directory: Path, port: int, upstreams: Sequence[int], op
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/log info;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 16384; }}
 http {{
     access_log {d}/access.log;
     client_body_temp_path {d}/body;

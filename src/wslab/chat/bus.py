@@ -196,7 +196,9 @@ class RedisBus(Bus):
         import redis.asyncio as aioredis
 
         self.url, self.prefix, self.history, self.stream_length, self.ttl = url, prefix, history, stream_length, ttl
-        self.redis = aioredis.from_url(url)
+        # Commands wait for one of a few connections rather than open one each (hundreds of joins at once)
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=16, timeout=10)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.reader = aioredis.from_url(url)  # XREAD blocks: it gets a connection of its own
         self.reconnects = 0  # times the reader lost Redis and came back
         self.refused = 0  # messages refused while Redis was unreachable
