@@ -123,3 +123,19 @@ def test_services_are_stopped_when_the_interpreter_exits(redis_installed: None, 
     redis_pid, nginx_pid, directory = done.stdout.split()
     assert not alive(int(redis_pid)) and not alive(int(nginx_pid))
     assert not os.path.exists(directory)
+
+
+def test_need_says_how_to_install_and_skips_the_cells_that_follow(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(shell, "input_transformers_post", [])
+    assert services.need("sh") is True and capsys.readouterr().out == ""
+    monkeypatch.setattr(services.shutil, "which", lambda name: None)
+    monkeypatch.setattr(services.Path, "exists", lambda self: False)
+    assert services.need("redis-server", "nginx") is False
+    out = capsys.readouterr().out
+    assert "apt-get install redis-server" in out and "apt-get install nginx" in out
+    shell.run_cell("raise RuntimeError('this cell must not run')")
+    assert capsys.readouterr().out == "skipped: this cell needs redis-server and nginx (see above)\n"
+    InteractiveShell.clear_instance()

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from .servers import _registry, _unregister
 
-__all__ = ["ChatProcess", "MissingProgram", "Nginx", "RedisServer", "Service", "start_chat", "start_nginx", "start_redis"]
+__all__ = ["ChatProcess", "MissingProgram", "need", "Nginx", "RedisServer", "Service", "start_chat", "start_nginx", "start_redis"]
 
 READY_TIMEOUT = 10.0  # how long a service may take to start, in seconds
 STOP_TIMEOUT = 5.0  # how long it may take to exit after SIGTERM before it is killed
@@ -199,6 +199,29 @@ def _program(name: str, package: str) -> str:
             f"`brew install {package}`. On a JupyterHub, ask the admin to install it into the image."
         )
     return found
+
+
+def need(*programs: str) -> bool:
+    """True if every program is installed. Else print how to install each, and in a notebook make every later
+    cell print that it was skipped instead of running (so a missing program shows one message, no traceback)."""
+    missing = []
+    for name in programs:
+        try:
+            _program(name, name)
+        except MissingProgram as error:
+            missing.append(str(error))
+    if not missing:
+        return True
+    print("\n".join(missing))
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - not in a notebook
+        return False
+    shell = get_ipython()
+    if shell is not None:
+        note = f"print({'skipped: this cell needs ' + ' and '.join(programs) + ' (see above)'!r})\n"
+        shell.input_transformers_post.append(lambda lines: [note])
+    return False
 
 
 async def start_redis(name: str = "redis") -> RedisServer:

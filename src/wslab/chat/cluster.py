@@ -58,6 +58,8 @@ class ClusterChat(ChatServer):
         self.local: dict[str, dict[str, Client]] = {}  # room -> nick_key -> this process's member
         self.draining = False
         self._since: dict[Client, EventId] = {}  # joined at this event: skip the events up to it
+        self._pending: dict[str, list[tuple[EventId, dict[str, str]]]] = {}  # presence news not sent yet
+        self._counts: dict[str, int] = {}  # members in the room after the latest pending change
         self._chains: dict[Client, asyncio.Task[None]] = {}  # each client's messages, handled in order
 
     async def start(self, **kwargs: Any) -> Any:
@@ -167,8 +169,7 @@ class ClusterChat(ChatServer):
             return
         client.room, client.nick = room, nick
         self.local.setdefault(room, {})[key] = client
-        if self.bus.positions.get(room, seen) < seen:
-            self._since[client] = seen  # the reader has not reached our join yet
+        self._since[client] = seen  # it knows the room up to here: later news only
 
     def _forget_local(self, client: Client) -> tuple[str, str, str] | None:
         room, nick = client.room, client.nick
@@ -210,16 +211,48 @@ class ClusterChat(ChatServer):
         return encode_bytes({"type": "presence", "room": room, "changes": [change], "count": event["count"]})
 
     def _deliver(self, room: str, event_id: EventId, event: dict[str, Any]) -> None:
-        """One room event from the bus: send it to this process's members of the room."""
-        members = self.local.get(room)
-        if not members:
+        """One room event from the bus: send it to this process's members of the room.
+
+        Presence news is gathered for ``presence_delay`` and sent as one message (a join burst costs each
+        member one message, not one per joiner); a chat message first sends the news gathered so far.
+        """
+        if not self.local.get(room):
             return
-        targets = list(members.values())
-        if self._since:  # members that joined ahead of the reader have already seen the events up to their join
-            targets = [c for c in targets if c not in self._since or self._since[c] < event_id]
-            for client in [c for c, seen in self._since.items() if seen <= event_id]:
-                del self._since[client]
-        self._send(targets, self._encode(room, event))
+        if event["type"] == "presence":
+            pending = self._pending.setdefault(room, [])
+            pending.append((event_id, {"event": event["event"], "nick": event["nick"]}))
+            self._counts[room] = event["count"]
+            if len(pending) == 1:
+                asyncio.get_running_loop().call_later(self.presence_delay, self._flush, room)
+            return
+        self._flush(room)
+        self._send(self._after(room, event_id), self._encode(room, event))
+
+    def _after(self, room: str, event_id: EventId) -> list[Client]:
+        """The room's members here that have not seen ``event_id`` yet (a member joined at or after it has)."""
+        members = self.local.get(room, {}).values()
+        if not self._since:
+            return list(members)
+        return [c for c in members if c not in self._since or self._since[c] < event_id]
+
+    def _flush(self, room: str) -> None:
+        """Send the room's gathered presence news: to each member, the changes after its own join."""
+        pending = self._pending.pop(room, None)
+        if not pending or not self.local.get(room):
+            return
+        count = self._counts.pop(room, 0)
+        everyone = self._after(room, pending[0][0])  # members that saw none of it: the whole batch
+        changes = [change for _, change in pending]
+        self._send(everyone, encode_bytes({"type": "presence", "room": room, "changes": changes, "count": count}))
+        got = set(everyone)
+        for client in [c for c in self.local[room].values() if c not in got]:
+            seen = self._since.get(client, pending[-1][0])
+            later = [change for event_id, change in pending if event_id > seen]
+            if later:
+                self._send([client], encode_bytes({"type": "presence", "room": room, "changes": later, "count": count}))
+        last = pending[-1][0]
+        for client in [c for c, seen in self._since.items() if seen <= last]:
+            del self._since[client]
 
     # -- draining ---------------------------------------------------------------------------
 
