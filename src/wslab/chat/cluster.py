@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from http import HTTPStatus
 from typing import Any
 
@@ -25,6 +26,8 @@ from .protocol import ChatError, encode_bytes, nick_key
 from .server import ChatServer, Client, _respond
 
 __all__ = ["ClusterChat", "forwarded_ip"]
+
+RECENT = 4096  # events per room kept in memory, to catch a joining member up without asking the bus
 
 
 def forwarded_ip(connection: ServerConnection, proxies: set[str]) -> str:
@@ -60,6 +63,7 @@ class ClusterChat(ChatServer):
         self._since: dict[Client, EventId] = {}  # joined at this event: skip the events up to it
         self._pending: dict[str, list[tuple[EventId, dict[str, str]]]] = {}  # presence news not sent yet
         self._counts: dict[str, int] = {}  # members in the room after the latest pending change
+        self._recent: dict[str, deque[tuple[EventId, dict[str, Any]]]] = {}  # the latest events delivered here
         self._chains: dict[Client, asyncio.Task[None]] = {}  # each client's messages, handled in order
 
     async def start(self, **kwargs: Any) -> Any:
@@ -161,7 +165,12 @@ class ClusterChat(ChatServer):
         seen = joined.id
         while self.bus.positions.get(room, seen) > seen:  # events this process delivered while we waited
             until = self.bus.positions[room]
-            for event_id, event in await self.bus.events(room, seen, until):
+            recent = self._recent.get(room, ())
+            if recent and recent[0][0] <= seen:  # still in memory: no need to ask the bus
+                missed = [(event_id, event) for event_id, event in recent if event_id > seen]
+            else:
+                missed = await self.bus.events(room, seen, until)
+            for _, event in missed:
                 self._send([client], self._encode(room, event))
             seen = until
         if client.closing or client not in self.clients:
@@ -183,6 +192,7 @@ class ClusterChat(ChatServer):
             del members[key]
         if not members:
             self.local.pop(room, None)
+            self._recent.pop(room, None)
             self.bus.unwatch(room)
         self._note(client, f"{nick} left {room}")
         return room, key, nick
@@ -218,6 +228,7 @@ class ClusterChat(ChatServer):
         """
         if not self.local.get(room):
             return
+        self._recent.setdefault(room, deque(maxlen=RECENT)).append((event_id, event))
         if event["type"] == "presence":
             pending = self._pending.setdefault(room, [])
             pending.append((event_id, {"event": event["event"], "nick": event["nick"]}))
