@@ -197,7 +197,7 @@ class RedisBus(Bus):
 
         self.url, self.prefix, self.history, self.stream_length, self.ttl = url, prefix, history, stream_length, ttl
         # Commands wait for one of a few connections rather than open one each (hundreds of joins at once)
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=16, timeout=10)
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=16, timeout=30)
         self.redis = aioredis.Redis(connection_pool=pool)
         self.reader = aioredis.from_url(url)  # XREAD blocks: it gets a connection of its own
         self.reconnects = 0  # times the reader lost Redis and came back
