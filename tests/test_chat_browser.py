@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from http import HTTPStatus
 from typing import Any, AsyncIterator
 
@@ -13,17 +12,8 @@ import wslab.chat
 from wslab.chat import ChatServer
 from wslab.chat.client import ChatClient
 
-from .conftest import require
+from .conftest import CHROMIUM, CHROMIUM_FLAGS, require
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
@@ -34,7 +24,7 @@ async def browser() -> AsyncIterator[Any]:
     except ImportError:  # pragma: no cover - requirements.txt installs it
         require(False, "the Python package playwright")
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
         await browser.close()
 

@@ -22,19 +22,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from .conftest import require
+from .conftest import CHROMIUM, CHROMIUM_FLAGS, require
 
 ROOT = Path(__file__).parent.parent
 MERMAID = ROOT / "node_modules" / "mermaid"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 BLOCK = re.compile(r"^[ \t]*```mermaid[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)  # also inside list items
 
 # The page imports mermaid's self-contained ESM build (it loads its chunks from the same folder).
@@ -135,7 +126,7 @@ def parse() -> Iterator[Any]:
     thread.start()
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
             page.wait_for_function("window.mermaidParse !== undefined", timeout=30_000)

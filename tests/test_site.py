@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import require
-from .test_mermaid import BLOCK, CHROMIUM, FLAGS, MERMAID
+from .conftest import CHROMIUM, CHROMIUM_FLAGS, require
+from .test_mermaid import BLOCK, MERMAID
 
 ROOT = Path(__file__).parent.parent
 OTHER_PAGES = ["README.md", "TEACHING.md", "src/wslab/chat/PROTOCOL.md"]
@@ -221,7 +221,7 @@ def browse(site: Site, extension: ModuleType) -> Iterator[Browse]:
 
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             context = browser.new_context()
             context.route("**/*", only_loopback)
             page = context.new_page()

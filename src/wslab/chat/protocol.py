@@ -16,7 +16,8 @@ import json
 import unicodedata
 from typing import Any
 
-from ..messages import MessageError, parse_message
+from ..messages import _NAMES as _JSON_NAMES
+from ..messages import MessageError, _json_type, parse_message
 
 __all__ = [
     "CLIENT_TYPES",
@@ -47,7 +48,6 @@ CLIENT_TYPES: dict[str, dict[str, type]] = {
 _REFUSED = {"Cc": "control characters", "Cf": "invisible format characters (zero-width or bidi controls)",
             "Cs": "lone surrogates (not text)", "Co": "private-use characters", "Cn": "unassigned code points",
             "Zl": "line separators", "Zp": "paragraph separators"}
-_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "an array", dict: "an object"}
 
 
 class ChatError(MessageError):
@@ -163,16 +163,6 @@ def nick_key(nick: str) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, int) or abs(value) < 10**40 else "(a huge number)"
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
 def describe(message: dict[str, Any]) -> str:
