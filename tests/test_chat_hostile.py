@@ -131,24 +131,28 @@ class Room:
         assert self.logs["ada"] == self.logs["bob"]
 
 
+async def ada_and_bob(chat: ChatServer) -> Room:
+    """Two good clients in the lobby of a started chat, each past the other's join."""
+    ada, bob = await ChatClient.connect(chat.ws_uri), await ChatClient.connect(chat.ws_uri)
+    await ada.join("lobby", "ada")
+    await bob.join("lobby", "bob")
+    while (await ada.recv())["changes"] != [{"event": "join", "nick": "bob"}]:
+        pass
+    return Room(chat, ada, bob)
+
+
 @pytest.fixture
 async def room(request: pytest.FixtureRequest) -> AsyncIterator[Room]:
     settings_ = getattr(request, "param", {})
     chat = ChatServer(presence_delay=0.01, **settings_)
     async with await chat.start(close_timeout=1):
-        ada = await ChatClient.connect(chat.ws_uri)
-        bob = await ChatClient.connect(chat.ws_uri)
-        await ada.join("lobby", "ada")
-        await bob.join("lobby", "bob")
-        room = Room(chat, ada, bob)
-        while (await ada.recv())["changes"] != [{"event": "join", "nick": "bob"}]:
-            pass
+        room = await ada_and_bob(chat)
         await room.chat_a_little()
         yield room
         await room.chat_a_little("bob")  # still chatting after the hostile client
         room.check(others=room.others)
-        await ada.close()
-        await bob.close()
+        await room.ada.close()
+        await room.bob.close()
 
 
 async def mallory_in_lobby(room: Room, nick: str = "mallory") -> ChatClient:
@@ -167,12 +171,7 @@ def test_hostile_payloads_cost_their_sender_an_error_and_nobody_else_anything(pa
     async def scenario() -> None:
         chat = ChatServer(presence_delay=0.01, rate=1000, burst=1000)
         async with await chat.start(name="hostile", close_timeout=1):
-            ada, bob = await ChatClient.connect(chat.ws_uri), await ChatClient.connect(chat.ws_uri)
-            await ada.join("lobby", "ada")
-            await bob.join("lobby", "bob")
-            room = Room(chat, ada, bob)
-            while (await ada.recv())["changes"] != [{"event": "join", "nick": "bob"}]:
-                pass
+            room = await ada_and_bob(chat)
             mallory = await mallory_in_lobby(room)
             accepted = 0
             for data in payloads:
@@ -195,7 +194,7 @@ def test_hostile_payloads_cost_their_sender_an_error_and_nobody_else_anything(pa
             await room.chat_a_little()
             await room.chat_a_little("bob")
             room.check(others=accepted)
-            for client in (ada, bob, mallory):
+            for client in (room.ada, room.bob, mallory):
                 await client.close()
 
     asyncio.run(scenario())
@@ -351,12 +350,7 @@ class SmallBufferChat(ChatServer):
 async def test_a_stalled_reader_is_closed_and_the_others_lose_nothing(settings_: dict[str, Any], reason: str) -> None:
     chat = SmallBufferChat(presence_delay=0.01, rate=10_000, burst=10_000, **settings_)
     async with await chat.start(close_timeout=1):
-        ada, bob = await ChatClient.connect(chat.ws_uri), await ChatClient.connect(chat.ws_uri)
-        await ada.join("lobby", "ada")
-        await bob.join("lobby", "bob")
-        room = Room(chat, ada, bob)
-        while (await ada.recv())["changes"] != [{"event": "join", "nick": "bob"}]:
-            pass
+        room = await ada_and_bob(chat)
         async with faults.stalled_client(chat.ws_uri) as stalled:
             stalled.send_text(encode({"type": "join", "room": "lobby", "nick": "stalled"}))
             room.expected_changes += [{"event": "join", "nick": "stalled"}, {"event": "leave", "nick": "stalled"}]
@@ -369,7 +363,7 @@ async def test_a_stalled_reader_is_closed_and_the_others_lose_nothing(settings_:
         room.check()
         assert chat.server is not None
         assert [line for line in chat.server.transcript.lines if "too slow" in line] == ["client 3: stalled " + reason.replace("too slow", "is too slow")]
-        for client in (ada, bob):
+        for client in (room.ada, room.bob):
             await client.close()
 
 
