@@ -6,7 +6,7 @@ PASS: shout - every message came back in capital letters
 
 A check starts its own servers (named ``check-...``, so the learner's servers keep running), is bounded in
 time, stops what it started, never raises, and returns a :class:`Verdict` (truthy when it passed).
-The machinery is in :mod:`wslab.check.core`; each chapter's checks are in ``ch00`` ... ``ch06``.
+The machinery is in :mod:`wslab.check.core`; each chapter's checks are in ``ch00`` ... ``ch07``.
 """
 
 from .ch00 import shout, shout_count
@@ -16,7 +16,7 @@ from .ch03 import first_five, follow, give_up_after, resume
 from .ch04 import auth_deadline, polite_client, silent_server, slow_down
 from .ch05 import no_disguise, typing, whisper, who
 from .ch06 import going_away, max_size_test, percentiles
-from .ch07 import follow_stream
+from .ch07 import follow_stream, ghost_window
 from .core import Verdict
 
 __all__ = [  # "Verdict" first, then every check
@@ -27,6 +27,7 @@ __all__ = [  # "Verdict" first, then every check
     "first_five",
     "follow",
     "follow_stream",
+    "ghost_window",
     "give_up_after",
     "going_away",
     "long_ping",
