@@ -17,17 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import random
 import secrets
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Bus", "BusUnavailable", "EventId", "Joined", "LocalBus", "RedisBus"]
+from ..messages import MessageError, parse_message
+from ..servers import _background, _registry, _unregister
+from ..transcript import visible
+from .protocol import ChatError, checked_text
+
+__all__ = ["BadEntry", "Bus", "BusUnavailable", "EventId", "Joined", "LocalBus", "RedisBus", "decode_event", "decode_owner"]
 
 EventId = tuple[int, int]  # a Redis stream id ("1700000000000-3") as a pair, so that ids compare in order
 Deliver = Callable[[str, EventId, dict[str, Any]], None]
@@ -176,6 +183,88 @@ def _format_id(event_id: EventId) -> str:
     return f"{event_id[0]}-{event_id[1]}"
 
 
+# -- reading back what Redis holds: the one place where it becomes events, history and members --------
+
+_MAX_NUMBER = 2**53  # larger sequence numbers and counts lose precision in a browser's JSON.parse
+_SHAPES: dict[str, dict[str, type]] = {
+    "message": {"seq": int, "nick": str, "text": str},
+    "presence": {"event": str, "nick": str, "count": int},
+}
+_KINDS = {int: "an integer", str: "a string"}
+
+
+class BadEntry(ValueError):
+    """Something in Redis that this chat did not write: another version, a damaged or a foreign writer."""
+
+
+def decode_event(raw: object, *, history: bool = False) -> dict[str, Any]:
+    """A room event (with ``history``: a history entry) as Redis holds it, checked like a client's message.
+
+    Whoever can write to the same Redis may have written anything there: bytes that are not UTF-8, JSON
+    nested too deeply, huge numbers, lone surrogates, invisible or bidi characters, missing or mistyped
+    fields. Anything but the shape this chat writes raises :class:`BadEntry`. What comes back has the
+    known fields only, each fit to send to a browser.
+
+    >>> decode_event(b'{"type": "message", "seq": 1, "nick": "ada", "text": "hi", "extra": []}')
+    {'type': 'message', 'seq': 1, 'nick': 'ada', 'text': 'hi'}
+    >>> decode_event(b'{"type": "message", "seq": 1, "nick": "\\\\u202eada", "text": "hi"}')
+    Traceback (most recent call last):
+    ...
+    wslab.chat.bus.BadEntry: field 'nick' contains invisible format characters (zero-width or bidi controls): U+202E
+    """
+    if not isinstance(raw, bytes):
+        raise BadEntry("no event field" if raw is None else f"expected bytes, got {type(raw).__name__}")
+    try:
+        message = parse_message(raw.decode("utf-8"), {})  # refuses deep nesting, huge numbers, NaN, surrogates
+    except UnicodeDecodeError as exc:
+        raise BadEntry(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except MessageError as exc:
+        raise BadEntry(str(exc)) from None
+    kind = "message" if history else message.get("type")
+    if kind not in _SHAPES:
+        raise BadEntry(f"unknown event type {str(kind)[:40]!r}")
+    event: dict[str, Any] = {} if history else {"type": kind}
+    for name, wanted in _SHAPES[kind].items():
+        value = message.get(name)
+        if type(value) is not wanted:  # exactly: true is not an integer here
+            raise BadEntry(f"field {name!r} is missing or not {_KINDS[wanted]}")
+        if wanted is int and not 0 <= value < _MAX_NUMBER:
+            raise BadEntry(f"field {name!r} is out of range")
+        event[name] = _text(name, value) if name in ("nick", "text") else value
+    if kind == "presence" and event["event"] not in ("join", "leave"):
+        raise BadEntry(f"presence event {event['event'][:20]!r} is neither join nor leave")
+    return event
+
+
+def decode_owner(raw: object) -> tuple[str, str]:
+    """A member's owner as the members hash holds it (``node<TAB>nick``): the pair, or :class:`BadEntry`."""
+    if not isinstance(raw, bytes):
+        raise BadEntry(f"expected bytes, got {type(raw).__name__}")
+    try:
+        node, tab, nick = raw.decode("utf-8").partition("\t")
+    except UnicodeDecodeError as exc:
+        raise BadEntry(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not tab or not node:
+        raise BadEntry("not a process id, a tab and a nickname")
+    return node, _text("nick", nick)
+
+
+def _text(name: str, value: str) -> str:
+    try:
+        return checked_text(name, value)
+    except ChatError as exc:
+        raise BadEntry(str(exc)) from None
+
+
+def _preview(raw: object, limit: int = 60) -> str:
+    """The start of ``raw`` as readable text (undecodable bytes as ``\\xff``); the caller escapes the rest."""
+    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else repr(raw)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+T = TypeVar("T")
+
+
 class RedisBus(Bus):
     """Rooms shared by every chat process connected to the same Redis.
 
@@ -183,33 +272,60 @@ class RedisBus(Bus):
       fall (while disconnected from Redis) and still catch up without losing anything.
     - ``ttl``: a process's heartbeat key expires this many seconds after its last beat (beats every
       ``ttl / 3``); every ``ttl / 2`` each process removes members whose process has no heartbeat. A
-      process killed with ``kill -9`` thus loses its members for everyone within ``1.5 × ttl``.
+      process killed with ``kill -9`` thus loses its members for everyone within ``1.5 × ttl``. A process
+      whose heartbeat lapsed while it lived (Redis paused, a blocked loop) claims its members again.
+    - ``timeout``: how long Redis gets to answer one command. A Redis that does not answer in time
+      (stopped, overloaded) counts as lost, like one that refuses the connection; a command never waits
+      longer, and while Redis is lost every command is refused at once.
     - Losing Redis: reads and beats retry with exponential backoff (0.1 s doubling to 2 s, with jitter);
       meanwhile a ``say`` is refused with :class:`BusUnavailable` and counted in ``refused``; when Redis is
       back, this process claims its members again. A Redis restarted without persistence has lost
-      history and sequence numbers (they start again at 1).
+      history and sequence numbers (they start again at 1). A ``say`` whose answer timed out may still
+      have been applied by a Redis that was only paused: it then arrives after all.
+    - What other writers left in Redis is checked as it is read (:func:`decode_event`): a bad entry is
+      skipped, counted in ``skipped`` and logged once, escaped; it stops nothing else.
+    - ``name``: how ``wslab.running()`` and ``wslab.stop_all()`` know this bus, which they stop (releasing
+      its members, closing its connections), as they do at the interpreter's exit.
     """
 
     def __init__(self, url: str, *, prefix: str = "chat", history: int = 20, stream_length: int = 10_000,
-                 ttl: float = 3.0) -> None:
+                 ttl: float = 3.0, timeout: float = 2.0, name: str | None = None,
+                 log: Callable[[str], None] = functools.partial(print, flush=True)) -> None:
         super().__init__()
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.url, self.prefix, self.history, self.stream_length, self.ttl = url, prefix, history, stream_length, ttl
-        # Commands wait for one of a few connections rather than open one each (hundreds of joins at once)
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=16, timeout=30)
-        self.redis = aioredis.Redis(connection_pool=pool)
-        self.reader = aioredis.from_url(url)  # XREAD blocks: it gets a connection of its own
+        self.timeout, self.log = timeout, log
+        self.name = name or f"redis bus {self.node}"
+        self.port = 0  # (for wslab's registry of running things: a bus listens on no port)
+        self.block = 1000  # ms an XREAD waits for new events before it asks again
+        # Every command has its own deadline, and fails at once (no retries: losing Redis is handled here)
+        bounded = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
+        # Commands queue for one of a few connections (hundreds of joins at once) rather than open one each
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=_CONNECTIONS, timeout=timeout, **bounded)
+        self.redis = aioredis.Redis.from_pool(pool)
+        # XREAD blocks: it gets a connection of its own, whose answer may take the block time longer
+        self.reader = aioredis.from_url(url, **{**bounded, "socket_timeout": timeout + self.block / 1000})
+        self.available = True  # False from a failed command until the reader hears from Redis again
         self.reconnects = 0  # times the reader lost Redis and came back
         self.refused = 0  # messages refused while Redis was unreachable
         self.reaped = 0  # members of dead processes this process removed
+        self.skipped = 0  # bad entries found in Redis (each logged once)
         self._members: Members = tuple
+        self._owed: set[tuple[str, str, str]] = set()  # leaves refused while Redis was lost: done once it answers
         self._control = f"{prefix}:node:{self.node}:wake"  # XADD here wakes our XREAD to watch a new room
         self._control_id: EventId = (0, 0)
         self._scripts = {name: self.redis.register_script(lua) for name, lua in (("join", _JOIN), ("say", _SAY), ("leave", _LEAVE))}
+        self._slots = asyncio.Semaphore(_CONNECTIONS)
         self._tasks: list[asyncio.Task[None]] = []
-        self._closing = False
         self._wakes: set[asyncio.Task[None]] = set()
+        self._broken: set[str] = set()  # rooms whose stream key holds something else: not read
+        self._logged: OrderedDict[bytes, None] = OrderedDict()  # what was logged already (bounded)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._closed = False
 
     def _keys(self, room: str) -> list[str]:
         base = f"{self.prefix}:room:{room}"
@@ -218,36 +334,117 @@ class RedisBus(Bus):
     def _owner(self, nick: str) -> str:
         return f"{self.node}\t{nick}"
 
+    # -- starting and stopping -----------------------------------------------------------------------
+
     async def start(self, deliver: Deliver, members: Members = tuple) -> None:
+        """Beat once (:class:`BusUnavailable` if Redis cannot be reached), then read and beat in tasks."""
         await super().start(deliver, members)
         self._members = members
         await self._beat()
+        previous = _registry.get(self.name)
+        if previous is not None and previous is not self:  # a notebook cell run again: replace the old bus
+            await previous.stop()
+        self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(task) for task in (self._read(), self._heartbeat(), self._reap_loop())]
+        _registry[self.name] = self
 
     async def close(self) -> None:
-        if not self._tasks:
-            return
-        self._closing = True  # the reader ends after its XREAD, which the wake-up below ends at once
-        reader, *others = self._tasks
-        self._tasks = []
-        for task in others:
-            task.cancel()
-        await self._wake()
-        done, _ = await asyncio.wait([reader], timeout=2.0)  # (a blocked XREAD is not cancelled cleanly)
-        if not done:
-            reader.cancel()
-        with contextlib.suppress(Exception):
-            await self.redis.delete(self._control, f"{self.prefix}:node:{self.node}")
-        await self.redis.aclose()
-        await self.reader.aclose()
+        """Stop reading and beating, release this process's members, close every connection; bounded.
 
-    async def _call(self, name: str, room: str, *args: Any) -> Any:
+        With Redis unreachable it takes at most about ``2 × timeout``: what it cannot release there, the
+        other processes' reapers remove once this process's heartbeat expires.
+        """
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            tasks = [*self._tasks, *self._wakes]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=self.timeout)
+            with contextlib.suppress(BusUnavailable):
+                for room, key, nick in {*self._members(), *self._owed}:
+                    await self.leave(room, key, nick)
+                await self._command("close", lambda: self.redis.delete(self._control, f"{self.prefix}:node:{self.node}"))
+            self._closed = True
+            with contextlib.suppress(Exception):  # (redis-py bounds each disconnect by the timeout too)
+                async with asyncio.timeout(self.timeout):
+                    await asyncio.gather(self.redis.aclose(), self.reader.aclose())
+        finally:
+            self._closed = True
+            _unregister(self)
+            self._closing.set_result(None)
+
+    async def stop(self) -> None:
+        """:meth:`close`, as ``wslab.stop_all()`` calls it (from any event loop)."""
+        if self._loop is None or self._loop is asyncio.get_running_loop():
+            await self.close()
+        else:
+            self._stop_soon()
+
+    def _stop_soon(self, close_timeout: float | None = None) -> None:
+        """Close from synchronous code (the interpreter's exit, a test's teardown), where the loop allows."""
+        loop = self._loop
+        if loop is None or loop.is_closed():  # nothing can run there any more; the heartbeat TTL cleans up
+            _unregister(self)
+        elif loop.is_running():
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if here:
+                task = loop.create_task(self.close())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+            else:
+                asyncio.run_coroutine_threadsafe(self.close(), loop)
+        else:
+            loop.run_until_complete(self.close())
+
+    # -- commands: each bounded, each failure said in one way ------------------------------------------
+
+    async def _command(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis command when a connection is free; :class:`BusUnavailable` for any way it fails."""
         import redis.exceptions
 
-        try:
-            return await self._scripts[name](keys=self._keys(room), args=list(args))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise BusUnavailable(f"Redis is unreachable: {exc}") from exc
+        if self._closed:
+            raise BusUnavailable("the bus is closed")
+        async with self._slots:
+            if not self.available:
+                raise BusUnavailable("Redis is unreachable (this process is reconnecting)")
+            try:
+                async with asyncio.timeout(2 * self.timeout):  # (the socket timeout ends it sooner)
+                    return await call()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                self.available = False
+                raise BusUnavailable(f"Redis is unreachable: {exc}") from exc
+            except redis.exceptions.ResponseError as exc:  # Redis is there, but refused (e.g. a key of another type)
+                self._log_once(f"redis refused {what}".encode(), f"bus: Redis refused {what}: {exc}")
+                raise BusUnavailable(f"Redis refused {what}: {exc}") from exc
+
+    async def _call(self, name: str, room: str, *args: Any) -> Any:
+        return await self._command(f"{name} in room {room!r}", lambda: self._scripts[name](keys=self._keys(room), args=list(args)))
+
+    def _log_once(self, key: bytes, line: str) -> None:
+        """Log ``line`` (escaped) unless ``key`` was logged already; remember the latest 4096 keys."""
+        digest = hashlib.blake2b(key, digest_size=16).digest()
+        if digest in self._logged:
+            return
+        self._logged[digest] = None
+        if len(self._logged) > 4096:
+            self._logged.popitem(last=False)
+        self.log(visible(line))
+
+    def _skip(self, what: str, raw: object, error: Exception) -> None:
+        """Count and log (once, escaped) a bad entry that was skipped."""
+        key = what.encode("utf-8", "surrogatepass") + b"\0" + (raw if isinstance(raw, bytes) else repr(raw).encode("utf-8", "surrogatepass"))
+        if hashlib.blake2b(key, digest_size=16).digest() not in self._logged:
+            self.skipped += 1
+        self._log_once(key, f"bus: skipped {what}: {error}: {_preview(raw)}")
+
+    # -- rooms -------------------------------------------------------------------------------------
 
     def watch(self, room: str, after: EventId) -> None:
         if room not in self.positions:
@@ -256,18 +453,35 @@ class RedisBus(Bus):
             self._wakes.add(task)
             task.add_done_callback(self._wakes.discard)
 
+    def unwatch(self, room: str) -> None:
+        super().unwatch(room)
+        self._broken.discard(room)
+
     async def _wake(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.redis.xadd(self._control, {"w": "1"}, maxlen=10, approximate=True)
+        with contextlib.suppress(BusUnavailable):
+            await self._command("wake", lambda: self.redis.xadd(self._control, {"w": "1"}, maxlen=10, approximate=True))
 
     async def join(self, room: str, key: str, nick: str) -> Joined | None:
+        for owed in [o for o in self._owed if o[:2] == (room, key)]:  # our own earlier claim of this key
+            await self.leave(*owed)
         head = json.dumps({"type": "presence", "event": "join", "nick": nick}, ensure_ascii=False)[:-1] + ', "count": '
         answer = await self._call("join", room, key, self._owner(nick), head, self.stream_length, room)
         if not answer:
             return None
         raw_id, owners, history = answer
-        members = sorted(owner.decode().split("\t", 1)[1] for owner in owners)
-        return Joined(_parse_id(raw_id), members, [json.loads(entry) for entry in history])
+        members = []
+        for raw in owners:
+            try:
+                members.append(decode_owner(raw)[1])
+            except BadEntry as error:
+                self._skip(f"a member of room {room!r}", raw, error)
+        entries = []
+        for raw in history:
+            try:
+                entries.append(decode_event(raw, history=True))
+            except BadEntry as error:
+                self._skip(f"a history entry of room {room!r}", raw, error)
+        return Joined(_parse_id(raw_id), sorted(members), entries)
 
     async def say(self, room: str, nick: str, text: str) -> None:
         rest = json.dumps({"nick": nick, "text": text}, ensure_ascii=False)[1:]  # '"nick": ..., "text": ...}'
@@ -278,84 +492,172 @@ class RedisBus(Bus):
             raise
 
     async def leave(self, room: str, key: str, nick: str) -> None:
-        await self._release(room, key, self._owner(nick), nick)
+        """Release ``nick``; if Redis cannot be reached, it is released as soon as Redis answers again."""
+        try:
+            await self._release(room, key, self._owner(nick), nick)
+        except BusUnavailable:
+            self._owed.add((room, key, nick))
+            raise
+        self._owed.discard((room, key, nick))
+
+    async def _settle(self) -> None:
+        """Release the members whose leave Redis missed (unless they joined here again meanwhile)."""
+        here = {(room, key) for room, key, _ in self._members()}
+        for owed in list(self._owed):
+            if owed[:2] in here:
+                self._owed.discard(owed)
+            else:
+                await self.leave(*owed)
 
     async def _release(self, room: str, key: str, owner: str, nick: str) -> bool:
         head = json.dumps({"type": "presence", "event": "leave", "nick": nick}, ensure_ascii=False)[:-1] + ', "count": '
         return bool(await self._call("leave", room, key, owner, head, self.stream_length, room))
 
     async def events(self, room: str, after: EventId, until: EventId) -> list[tuple[EventId, dict[str, Any]]]:
-        entries = await self.redis.xrange(self._keys(room)[1], f"({_format_id(after)}", _format_id(until))
-        return [(_parse_id(raw_id), json.loads(fields[b"e"])) for raw_id, fields in entries]
+        stream = self._keys(room)[1]
+        entries = await self._command(f"catch-up in room {room!r}", lambda: self.redis.xrange(stream, f"({_format_id(after)}", _format_id(until)))
+        found = []
+        for raw_id, fields in entries:
+            event = self._event(room, _parse_id(raw_id), fields)
+            if event is not None:
+                found.append((_parse_id(raw_id), event))
+        return found
+
+    def _event(self, room: str, event_id: EventId, fields: dict[bytes, bytes]) -> dict[str, Any] | None:
+        raw = fields.get(b"e")
+        try:
+            return decode_event(raw)
+        except BadEntry as error:
+            self._skip(f"event {_format_id(event_id)} of room {room!r}", raw if isinstance(raw, bytes) else fields, error)
+            return None
+
+    # -- tasks: reading, beating, reaping ------------------------------------------------------------
 
     async def _read(self) -> None:
         """Deliver the watched rooms' events, from the last id seen; reconnect with backoff when Redis goes."""
         import redis.exceptions
 
         delay, lost = 0.1, False
-        while not self._closing:
+        while True:
+            rooms = {self._keys(room)[1]: room for room in self.positions if room not in self._broken}
             streams = {self._control: _format_id(self._control_id)}
-            streams |= {self._keys(room)[1]: _format_id(after) for room, after in self.positions.items()}
+            streams |= {stream: _format_id(self.positions[room]) for stream, room in rooms.items()}
             try:
-                answer = await self.reader.xread(streams, count=1000, block=1000)
-                if lost:  # Redis is back (perhaps restarted, and empty): claim our members again
-                    await self._claim_again()
-                    lost, delay = False, 0.1
+                answer = await self.reader.xread(streams, count=1000, block=self.block)
+            except redis.exceptions.ResponseError as exc:  # a stream key that holds something else
+                if not await self._find_broken(rooms, exc):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                continue
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                self.available = False
                 if not lost:
-                    print(f"redis lost ({type(exc).__name__}): retrying with backoff", flush=True)
+                    self.log(f"redis lost ({type(exc).__name__}): retrying with backoff")
                     self.reconnects += 1
                 lost = True
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 2.0)
                 continue
+            self.available = True
+            if lost:  # Redis is back (perhaps restarted, and empty): claim our members again
+                lost, delay = False, 0.1
+                await self._claim_again("redis is back")
             for stream, entries in answer or ():
-                name = stream.decode()
+                name = stream.decode("utf-8", "replace")
                 for raw_id, fields in entries:
                     event_id = _parse_id(raw_id)
                     if name == self._control:
                         self._control_id = event_id
-                        continue
-                    room = name.removeprefix(f"{self.prefix}:room:").removesuffix(":log")
-                    if room in self.positions and event_id > self.positions[room]:
-                        self.positions[room] = event_id
-                        self._deliver(room, event_id, json.loads(fields[b"e"]))
+                    elif name in rooms:
+                        self._hand_over(rooms[name], event_id, fields)
 
-    async def _claim_again(self) -> None:
-        print("redis is back: claiming this process's members again", flush=True)
-        await self._beat()
+    def _hand_over(self, room: str, event_id: EventId, fields: dict[bytes, bytes]) -> None:
+        """Deliver one event read from the room's stream, once; a bad one is skipped, nothing else stops."""
+        if room not in self.positions or event_id <= self.positions[room]:
+            return
+        self.positions[room] = event_id
+        event = self._event(room, event_id, fields)
+        if event is None:
+            return
+        try:
+            self._deliver(room, event_id, event)
+        except Exception as exc:  # a bug in the chat must not stop the other rooms' events
+            self._log_once(f"deliver {type(exc).__name__}".encode(), f"bus: delivering an event of room {room!r} failed: {type(exc).__name__}: {exc}")
+
+    async def _find_broken(self, rooms: dict[str, str], error: Exception) -> bool:
+        """After XREAD was refused: stop reading each room whose stream key holds another type; any found?"""
+        found = False
+        for stream, room in rooms.items():
+            with contextlib.suppress(BusUnavailable):
+                kind = await self._command(f"the type of room {room!r}'s stream", lambda: self.redis.type(stream))
+                if kind not in (b"stream", b"none"):
+                    self._broken.add(room)
+                    found = True
+                    self._log_once(stream.encode(), f"bus: room {room!r}'s stream key holds a {kind.decode(errors='replace')}, not a stream: its events are not read")
+        with contextlib.suppress(BusUnavailable):
+            if await self._command("the type of the wake-up stream", lambda: self.redis.type(self._control)) not in (b"stream", b"none"):
+                await self._command("resetting the wake-up stream", lambda: self.redis.delete(self._control))  # ours alone
+                self._log_once(self._control.encode(), f"bus: {self._control} held another type: deleted")
+                found = True
+        if not found:
+            self._log_once(str(error).encode(), f"bus: Redis refused XREAD: {error}")
+        return found
+
+    async def _claim_again(self, why: str) -> None:
+        self.log(f"{why}: claiming this process's members again")
+        with contextlib.suppress(BusUnavailable):
+            await self._beat()
+            await self._settle()
         for room, key, nick in list(self._members()):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BusUnavailable):
                 await self.join(room, key, nick)
 
-    async def _beat(self) -> None:
-        await self.redis.set(f"{self.prefix}:node:{self.node}", os.getpid(), px=int(self.ttl * 1000))
+    async def _beat(self) -> bool:
+        """Renew this process's heartbeat; True if it had expired (while this process still lived)."""
+        key = f"{self.prefix}:node:{self.node}"
+        return await self._command("heartbeat", lambda: self.redis.set(key, os.getpid(), px=int(self.ttl * 1000), get=True)) is None
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
-            with contextlib.suppress(Exception):
-                await self._beat()
+            with contextlib.suppress(BusUnavailable):
+                if await self._beat() and self.available:  # others may have removed our members meanwhile
+                    await self._claim_again("heartbeat had expired")
+                if self._owed:
+                    await self._settle()
 
     async def _reap_loop(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 2)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BusUnavailable):
                 await self.reap()
 
     async def reap(self) -> int:
         """Remove the members of processes whose heartbeat expired; return how many this call removed."""
         removed = 0
-        for raw_room in await self.redis.smembers(f"{self.prefix}:rooms"):
-            room = raw_room.decode()
-            owners = await self.redis.hgetall(self._keys(room)[0])
+        for raw_room in await self._command("reap", lambda: self.redis.smembers(f"{self.prefix}:rooms")):
+            try:
+                room = raw_room.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self._skip("a room name", raw_room, BadEntry(f"not UTF-8 text ({exc.reason})"))
+                continue
+            members = self._keys(room)[0]
+            owners = await self._command(f"reap in room {room!r}", lambda: self.redis.hgetall(members))
             alive: dict[str, bool] = {}
             for raw_key, raw_owner in owners.items():
-                owner = raw_owner.decode()
-                node, _, nick = owner.partition("\t")
+                try:
+                    node, nick = decode_owner(raw_owner)
+                    key, owner = raw_key.decode("utf-8"), raw_owner.decode("utf-8")
+                except (BadEntry, UnicodeDecodeError) as error:
+                    self._skip(f"a member of room {room!r}", raw_key + b"=" + raw_owner, error)
+                    continue
                 if node not in alive:
-                    alive[node] = bool(await self.redis.exists(f"{self.prefix}:node:{node}"))
-                if not alive[node] and await self._release(room, raw_key.decode(), owner, nick):
+                    beat = f"{self.prefix}:node:{node}"
+                    alive[node] = bool(await self._command("reap", lambda: self.redis.exists(beat)))
+                if not alive[node] and await self._release(room, key, owner, nick):
                     removed += 1
         self.reaped += removed
         return removed
+
+
+_CONNECTIONS = 16  # Redis connections per bus for commands (plus one for XREAD)

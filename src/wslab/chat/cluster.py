@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import deque
+from collections import Counter, deque
 from http import HTTPStatus
 from typing import Any
 
@@ -21,13 +21,15 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from .bus import Bus, BusUnavailable, EventId, LocalBus
+from ..transcript import visible
+from .bus import Bus, BusUnavailable, EventId, LocalBus, RedisBus
 from .protocol import ChatError, encode_bytes, nick_key
 from .server import ChatServer, Client, _respond
 
 __all__ = ["ClusterChat", "forwarded_ip"]
 
 RECENT = 4096  # events per room kept in memory, to catch a joining member up without asking the bus
+DEPARTURES = 2.0  # seconds stop() gives the members' departures to reach the bus before it closes
 
 
 def forwarded_ip(connection: ServerConnection, proxies: set[str]) -> str:
@@ -52,6 +54,8 @@ class ClusterChat(ChatServer):
     - ``drain()``: ``/health`` answers 503 ``draining`` and new handshakes are refused (so a proxy stops
       routing here); after ``grace`` seconds every client is closed with 1012 (service restart), once the
       messages already received are on the bus.
+    - A :class:`RedisBus` is named after the chat (``"chat bus"`` for ``start(name="chat")``): starting a
+      chat of the same name again replaces both, and ``wslab.stop_all()`` stops both.
     """
 
     def __init__(self, *, bus: Bus | None = None, trusted_proxies: tuple[str, ...] = (), **kwargs: Any) -> None:
@@ -65,15 +69,27 @@ class ClusterChat(ChatServer):
         self._counts: dict[str, int] = {}  # members in the room after the latest pending change
         self._recent: dict[str, deque[tuple[EventId, dict[str, Any]]]] = {}  # the latest events delivered here
         self._chains: dict[Client, asyncio.Task[None]] = {}  # each client's messages, handled in order
+        self._departures: set[asyncio.Task[None]] = set()  # members being released on the bus
+        self._joining: Counter[str] = Counter()  # rooms with a join waiting for the bus
 
-    async def start(self, **kwargs: Any) -> Any:
+    async def start(self, *, name: str = "chat", **kwargs: Any) -> Any:
+        """Start the bus (:class:`BusUnavailable` if it cannot be reached), then serve as ``name``."""
+        if isinstance(self.bus, RedisBus):
+            self.bus.name = f"{name} bus"
         await self.bus.start(self._deliver, self._members)
-        return await super().start(**kwargs)
+        try:
+            return await super().start(name=name, **kwargs)
+        except BaseException:
+            await self.bus.close()
+            raise
 
     async def stop(self) -> None:
-        """Stop serving, then close the bus."""
+        """Stop serving, give the members' departures up to ``DEPARTURES`` s to reach the bus, close the bus."""
         if self.server is not None:
             await self.server.stop()
+        pending = [*self._departures, *self._chains.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=DEPARTURES)
         await self.bus.close()
 
     def _members(self) -> list[tuple[str, str, str]]:
@@ -126,6 +142,9 @@ class ClusterChat(ChatServer):
         except BusUnavailable:
             print("error unavailable: the message bus is unreachable")
             self.reply(client, {"type": "error", "code": "unavailable", "error": "the chat's message bus is unreachable: try again soon"})
+        except Exception as exc:  # a bug: this client only gets 1011, as the one-process chat's handler would
+            print(visible(f"error internal: {type(exc).__name__}: {exc}"))
+            self.close(client, CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             if self._chains.get(client) is asyncio.current_task():
                 del self._chains[client]
@@ -153,32 +172,46 @@ class ClusterChat(ChatServer):
             raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {room!r}: pick another")
         if client.room is not None:
             await self._aleave(client)
-        joined = await self.bus.join(room, key, nick)
-        if joined is None:
-            raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {room!r}: pick another")
-        if client.closing or client not in self.clients:  # it went away while we waited
-            await self.bus.leave(room, key, nick)
-            return
-        self.bus.watch(room, joined.id)
-        print(f"{nick} joined {room}")  # before the answer: whoever reads the answer finds it logged
-        self.reply(client, {"type": "joined", "room": room, "nick": nick, "members": joined.members, "history": joined.history})
-        seen = joined.id
+        self._joining[room] += 1
+        try:
+            joined = await self.bus.join(room, key, nick)
+            if joined is None:
+                raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {room!r}: pick another")
+            try:
+                seen, missed = await self._catch_up(room, joined.id)
+            except BusUnavailable:  # the claim stands in Redis, but this member would miss events: undo it
+                await self._release(room, key, nick)
+                raise
+            if client.closing or client not in self.clients:  # it went away while we waited
+                await self._release(room, key, nick)
+                return
+            print(f"{nick} joined {room}")  # before the answer: whoever reads the answer finds it logged
+            self.reply(client, {"type": "joined", "room": room, "nick": nick, "members": joined.members, "history": joined.history})
+            for event in missed:
+                self._send([client], self._encode(room, event))
+            client.room, client.nick = room, nick
+            self.local.setdefault(room, {})[key] = client
+            self._since[client] = seen  # it knows the room up to here: later news only
+        finally:
+            self._joining[room] -= 1
+            if not self._joining[room]:
+                del self._joining[room]
+                if room not in self.local:  # nobody here after all: stop reading the room
+                    self.bus.unwatch(room)
+
+    async def _catch_up(self, room: str, since: EventId) -> tuple[EventId, list[dict[str, Any]]]:
+        """Watch ``room`` from ``since``; the events this process delivered meanwhile, and the last one's id."""
+        self.bus.watch(room, since)
+        seen, missed = since, []
         while self.bus.positions.get(room, seen) > seen:  # events this process delivered while we waited
             until = self.bus.positions[room]
             recent = self._recent.get(room, ())
             if recent and recent[0][0] <= seen:  # still in memory: no need to ask the bus
-                missed = [(event_id, event) for event_id, event in recent if event_id > seen]
+                missed += [event for event_id, event in recent if event_id > seen]
             else:
-                missed = await self.bus.events(room, seen, until)
-            for _, event in missed:
-                self._send([client], self._encode(room, event))
+                missed += [event for _, event in await self.bus.events(room, seen, until)]
             seen = until
-        if client.closing or client not in self.clients:
-            await self.bus.leave(room, key, nick)
-            return
-        client.room, client.nick = room, nick
-        self.local.setdefault(room, {})[key] = client
-        self._since[client] = seen  # it knows the room up to here: later news only
+        return seen, missed
 
     def _forget_local(self, client: Client) -> tuple[str, str, str] | None:
         room, nick = client.room, client.nick
@@ -193,7 +226,8 @@ class ClusterChat(ChatServer):
         if not members:
             self.local.pop(room, None)
             self._recent.pop(room, None)
-            self.bus.unwatch(room)
+            if room not in self._joining:
+                self.bus.unwatch(room)
         self._note(client, f"{nick} left {room}")
         return room, key, nick
 
@@ -206,7 +240,9 @@ class ClusterChat(ChatServer):
         """The chat calls this when a client goes (or is closed): forget it here, release it on the bus."""
         held = self._forget_local(client)
         if held is not None:
-            self._spawn(self._release(*held))
+            task = asyncio.create_task(self._release(*held))
+            self._departures.add(task)
+            task.add_done_callback(self._departures.discard)
 
     async def _release(self, room: str, key: str, nick: str) -> None:
         with contextlib.suppress(BusUnavailable):  # if Redis is gone, the heartbeat TTL cleans it up
