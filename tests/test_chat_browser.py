@@ -166,3 +166,38 @@ async def test_a_missing_trailing_slash_is_added_by_the_page(browser: Any) -> No
     await page.goto("http://hub.example/user/ada/proxy/8000")
     await page.wait_for_url("http://hub.example/user/ada/proxy/8000/")
     await page.close()
+
+
+async def test_the_page_comes_back_after_the_server_restarts(browser: Any) -> None:
+    chat = ChatServer()
+    server = await chat.start()
+    page = await browser.new_page()
+    await join(page, chat.http_url, "ada")
+    await say(page, "before")
+    await sees(page, "ada: before")
+    await server.stop()  # the page gets "closing" 1001, then tries again
+    await page.wait_for_selector("#status:has-text('reconnecting in')")
+    assert (await page.text_content("#status")).startswith("disconnected: 1001 server stopping; reconnecting in")
+    again = ChatServer()
+    await again.start(port=server.port)  # the same address: a restarted service
+    # joined again: "joined" replaces the list, and the new server's room has no history, so "before" goes
+    await page.wait_for_selector("#messages li[data-type=message]", state="detached", timeout=10000)
+    assert await page.text_content("#messages li[data-type=joined]") == "you are ada in lobby"
+    async with ChatClient(again.ws_uri) as bob:
+        await bob.join("lobby", "bob")
+        await say(page, "back again")
+        assert (await next_of(bob, "message"))["text"] == "back again"
+    await page.close()
+    await again.server.stop()  # type: ignore[union-attr]
+
+
+async def test_a_refusal_after_the_handshake_is_not_retried(browser: Any) -> None:
+    chat = ChatServer(token="s3cret")
+    await chat.start()
+    page = await browser.new_page()
+    await page.goto(chat.http_url + "#chat_token=wrong")
+    await page.wait_for_selector("#status:has-text('disconnected')")
+    assert await page.text_content("#status") == "disconnected: 1008 authentication failed"
+    await page.close()
+    await chat.server.stop()  # type: ignore[union-attr]
+    assert sum(line.endswith("connected to /ws") for line in chat.server.transcript.lines) == 1  # type: ignore[union-attr]
