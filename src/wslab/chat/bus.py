@@ -465,7 +465,12 @@ class RedisBus(Bus):
         for owed in [o for o in self._owed if o[:2] == (room, key)]:  # our own earlier claim of this key
             await self.leave(*owed)
         head = json.dumps({"type": "presence", "event": "join", "nick": nick}, ensure_ascii=False)[:-1] + ', "count": '
-        answer = await self._call("join", room, key, self._owner(nick), head, self.stream_length, room)
+        try:
+            answer = await self._call("join", room, key, self._owner(nick), head, self.stream_length, room)
+        except BusUnavailable:  # it may have been applied (a paused Redis answers late; a script may fail halfway)
+            with contextlib.suppress(BusUnavailable):
+                await self.leave(room, key, nick)
+            raise
         if not answer:
             return None
         raw_id, owners, history = answer
@@ -648,8 +653,11 @@ class RedisBus(Bus):
                 try:
                     node, nick = decode_owner(raw_owner)
                     key, owner = raw_key.decode("utf-8"), raw_owner.decode("utf-8")
-                except (BadEntry, UnicodeDecodeError) as error:
-                    self._skip(f"a member of room {room!r}", raw_key + b"=" + raw_owner, error)
+                except BadEntry as error:  # (the same words as a join that reads it)
+                    self._skip(f"a member of room {room!r}", raw_owner, error)
+                    continue
+                except UnicodeDecodeError as exc:
+                    self._skip(f"a member key of room {room!r}", raw_key, BadEntry(f"not UTF-8 text ({exc.reason})"))
                     continue
                 if node not in alive:
                     beat = f"{self.prefix}:node:{node}"
