@@ -120,6 +120,8 @@ class BackgroundServer:
         self._dropped.discard(connection)
         if received is not None:
             how = str(received)
+            if sent is not None and not connection.protocol.close_rcvd_then_sent and sent.code != received.code:
+                how += f", answering the server's {sent}"  # aiohttp, for one, answers a 1001 with 1000
         elif sent is not None and not dropped:
             how = f"by the server with {sent}; no close frame received"
         else:
