@@ -92,3 +92,25 @@ async def test_a_proxy_in_the_environment_breaks_a_loopback_client_until_turned_
             assert await ws.recv() == "no_proxy"
     assert "http_proxy" not in os.environ or os.environ["http_proxy"] != "http://127.0.0.1:9"
     await server.stop()
+
+
+@pytest.mark.parametrize("variable", ["ws_proxy", "socks_proxy", "https_proxy", "http_proxy"])
+async def test_each_proxy_variable_websockets_reads_is_set_alone_and_restored(variable: str) -> None:
+    server = await wslab.start(echo)
+    os.environ["socks_proxy"] = "socks5h://proxy.example:1080"  # one of the hub's own, kept outside the block
+    try:
+        url = "socks5h://127.0.0.1:9" if variable == "socks_proxy" else "http://127.0.0.1:9"
+        with faults.proxy_in_environment(url, [variable]):
+            assert [name for name in os.environ if name.lower().endswith("_proxy")] == [variable]
+            # a SOCKS proxy needs python-socks, which this project does not install: the error names it
+            with pytest.raises(ImportError if variable == "socks_proxy" else OSError, match="python-socks|Connect call failed"):
+                async with connect(server.uri, open_timeout=2):
+                    pass
+            async with connect(server.uri, proxy=None) as ws:
+                await ws.send("direct")
+                assert await ws.recv() == "direct"
+        assert os.environ["socks_proxy"] == "socks5h://proxy.example:1080"  # restored
+        assert variable == "socks_proxy" or variable not in os.environ
+    finally:
+        os.environ.pop("socks_proxy", None)
+        await server.stop()

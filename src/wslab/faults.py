@@ -16,7 +16,7 @@ import contextlib
 import os
 import socket
 import struct
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 __all__ = [
     "StalledClient",
@@ -200,19 +200,22 @@ async def _handshake(uri: str, receive_buffer: int) -> socket.socket:
 
 
 @contextlib.contextmanager
-def proxy_in_environment(url: str = "http://127.0.0.1:9") -> Iterator[str]:
+def proxy_in_environment(url: str = "http://127.0.0.1:9", variables: Sequence[str] = ("http_proxy", "https_proxy", "all_proxy")) -> Iterator[str]:
     """Set the proxy variables of many hubs and company networks, then restore them all.
 
-    ``http_proxy`` and ``https_proxy`` are what ``connect()`` reads (websockets also reads ``ws_proxy`` and
-    ``wss_proxy``, not ``all_proxy``); ``all_proxy`` is set too, as real environments do. The default points
-    at a closed port, so a client that honours it fails fast. ``no_proxy`` is cleared while inside.
+    For ``ws://`` URIs, ``connect()`` takes the first of ``ws_proxy``, ``socks_proxy``, ``https_proxy`` and
+    ``http_proxy`` that is set (``wss://``: ``wss_proxy``, ``socks_proxy``, ``https_proxy``); ``all_proxy``
+    is not read, but is set by default too, as real environments do. The default points at a closed port, so a
+    client that honours it fails fast. Every other proxy variable, and ``no_proxy``, is cleared while inside:
+    ``proxy_in_environment("socks5h://127.0.0.1:9", ["socks_proxy"])`` sets a SOCKS proxy alone.
     """
-    names = ["http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "no_proxy", "NO_PROXY"]
+    names = [f"{scheme}_proxy" for scheme in ("http", "https", "all", "ws", "wss", "socks", "no")]
+    names += [name.upper() for name in names]
     saved = {name: os.environ.get(name) for name in names}
     try:
         for name in names:
             os.environ.pop(name, None)
-        for name in names[:3]:
+        for name in variables:
             os.environ[name] = url
         yield url
     finally:
