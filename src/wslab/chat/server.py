@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from ..guards import RateLimit
+from ..guards import RateLimit, RepeatedHeader, header
 from ..servers import BackgroundServer
 from ..servers import start as wslab_start
 from .protocol import CLIENT_TYPES, LIMITS, ChatError, encode_bytes, nick_key, parse_client
@@ -167,15 +167,25 @@ class ChatServer:
     # -- HTTP -------------------------------------------------------------------------------
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Check Host; serve the page and /health; check path, Origin, caps and token of WebSocket requests."""
+        """Check Host; serve the page and /health; check path, Origin, caps and token of WebSocket requests.
+
+        A header that must come once but came twice (``Origin``, ``Authorization``) gets 400.
+        """
+        try:
+            return self._check_request(connection, request)
+        except RepeatedHeader as exc:
+            return _refuse(connection, HTTPStatus.BAD_REQUEST, str(exc))
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         hosts = request.headers.get_all("Host")
         host = hosts[0] if len(hosts) == 1 else ""
         name = re.sub(r":\d+$", "", host).lower()
         if name not in self.hosts:  # DNS rebinding: a name that now points here, but that we do not serve
             what = f"Host {name[:80]!r}" if len(hosts) == 1 else "a request without exactly one Host header"
             return _refuse(connection, HTTPStatus.MISDIRECTED_REQUEST, f"This chat does not answer to {what}: pass hosts=[...] to ChatServer.")
-        path = urlsplit(request.path).path
-        if request.headers.get("Upgrade", "").lower() != "websocket":
+        path = request.path.partition("?")[0]  # not urlsplit(): "//[x" is a path, but no URL
+        upgrade = (header(request.headers, "Upgrade") or "").lower().replace(" ", "").split(",")
+        if "websocket" not in upgrade:
             if path == "/":
                 return _respond(connection, HTTPStatus.OK, page(), "text/html; charset=utf-8")
             if path == "/health":
@@ -186,7 +196,7 @@ class ChatServer:
             return _refuse(connection, HTTPStatus.NOT_FOUND, f"Not found: the chat page is at /, the WebSocket at {WS_PATH}.")
         if path != WS_PATH:
             return _refuse(connection, HTTPStatus.NOT_FOUND, f"No WebSocket here: connect to {WS_PATH}.")
-        origin = request.headers.get("Origin")
+        origin = header(request.headers, "Origin")
         if origin is not None and not self._origin_allowed(origin, host):
             return _refuse(connection, HTTPStatus.FORBIDDEN, f"Origin {origin[:80]} is not allowed.")
         full = self._full(self.client_ip(connection))
@@ -205,7 +215,10 @@ class ChatServer:
     def _origin_allowed(self, origin: str, host: str) -> bool:
         if origin in self.origins:
             return True
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # such as "http://[x": no origin a browser sends
+            return False
         return parts.scheme in ("http", "https") and parts.netloc == host  # the page this server served
 
     def _full(self, ip: str) -> str | None:
@@ -484,8 +497,8 @@ def _ip(connection: ServerConnection) -> str:
 
 def _query_token(request: Request) -> str | None:
     """The token of the query-string form: ``Authorization: Bearer <token>``, else ``?chat_token=<token>``."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, value = (header(request.headers, "Authorization") or "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    values = parse_qs(urlsplit(request.path).query).get(TOKEN_PARAM)
+    values = parse_qs(request.path.partition("?")[2]).get(TOKEN_PARAM)
     return values[0] if values else None
