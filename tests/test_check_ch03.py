@@ -270,7 +270,7 @@ async def test_which_proxy_variables_connect_follows(variable: str, used: bool, 
 
 async def follow_ok(uri, wanted):  # type: ignore[no-untyped-def]
     last, seen = 0, []
-    async for websocket in connect(uri):
+    async for websocket in connect(uri, proxy=None):
         try:
             await websocket.send(str(last))
             async for message in websocket:

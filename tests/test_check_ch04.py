@@ -61,7 +61,7 @@ def polite(pause: float, retry_any_close: bool = False):  # type: ignore[no-unty
             if len(echoes) == len(messages):
                 break
             try:
-                async with connect(uri) as websocket:
+                async with connect(uri, proxy=None) as websocket:
                     for message in messages[len(echoes):]:
                         await websocket.send(message)
                         echoes.append(await websocket.recv())

@@ -7,7 +7,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+
+from .client import loopback_connect
 
 __all__ = ["CrowdResult", "run_crowd"]
 
@@ -57,7 +59,7 @@ async def run_crowd(
                     done.count_down()
 
     async with asyncio.timeout(timeout):
-        connections = [await connect(uri, compression=None) for _ in range(clients)]
+        connections = [await loopback_connect(uri, compression=None) for _ in range(clients)]
         try:
             async with asyncio.TaskGroup() as group:
                 listeners = [group.create_task(listen(i, ws)) for i, ws in enumerate(connections)]

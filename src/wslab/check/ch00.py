@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from websockets.asyncio.client import connect
 
 from ..servers import BackgroundServer
-from .core import Fail, Run, Verdict, recv, run
+from .core import Fail, Run, Verdict, loopback_connect, recv, run
 
 __all__ = ["shout", "shout_count"]
 
@@ -18,7 +17,7 @@ async def shout(handler: Any) -> Verdict:
 
     async def body(run: Run) -> str:
         server = await run.start(handler)
-        async with connect(server.uri) as ws:
+        async with loopback_connect(server.uri) as ws:
             for text in ("quiet please", "Hello, World"):
                 await ws.send(text)
                 got = await recv(ws, "the client", repr(text), repr(text.upper()), "send back message.upper()")
@@ -46,7 +45,7 @@ async def shout_count(handler: Any) -> Verdict:
     async def body(run: Run) -> str:
         server = await run.start(handler)
         for _ in range(2):
-            async with connect(server.uri) as ws:
+            async with loopback_connect(server.uri) as ws:
                 for text in ("one", "two"):
                     await ws.send(text)
                     got = await recv(ws, "the client", repr(text), repr(text.upper()), "keep shouting")

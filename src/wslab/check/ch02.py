@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from websockets.asyncio.client import connect
 
 from ..http import http_get
 from ..servers import BackgroundServer
-from .core import Fail, Run, Verdict, recv, run
+from .core import Fail, Run, Verdict, loopback_connect, recv, run
 
 __all__ = ["names", "rooms_endpoint", "announcements"]
 
@@ -37,7 +36,10 @@ async def names(cls: Any) -> Verdict:
 
     async def body(run: Run) -> str:
         server = await _chat(run, cls)
-        async with connect(server.uri + "/room/lobby?name=ada") as ada, connect(server.uri + "/room/lobby") as anon:
+        async with (
+            loopback_connect(server.uri + "/room/lobby?name=ada") as ada,
+            loopback_connect(server.uri + "/room/lobby") as anon,
+        ):
             for ws, who, name in ((ada, "ada", "ada"), (anon, "a client without a name", "anonymous")):
                 got = await _said(ws, who, f"hi from {name}")
                 expected = {"type": "said", "room": "lobby", "text": f"hi from {name}", "from": name}
@@ -57,9 +59,9 @@ async def rooms_endpoint(cls: Any) -> Verdict:
     async def body(run: Run) -> str:
         server = await _chat(run, cls)
         async with (
-            connect(server.uri + "/room/lobby") as a,
-            connect(server.uri + "/room/lobby") as b,
-            connect(server.uri + "/room/kitchen") as c,
+            loopback_connect(server.uri + "/room/lobby") as a,
+            loopback_connect(server.uri + "/room/lobby") as b,
+            loopback_connect(server.uri + "/room/kitchen") as c,
         ):
             for ws, who in ((a, "client a"), (b, "client b"), (c, "client c")):
                 await _said(ws, who, "here")  # each one is in its room now
@@ -90,11 +92,11 @@ async def announcements(cls: Any) -> Verdict:
 
     async def body(run: Run) -> str:
         server = await _chat(run, cls)
-        async with connect(server.uri + "/room/lobby") as ada:
+        async with loopback_connect(server.uri + "/room/lobby") as ada:
             await _said(ada, "ada", "anyone?")  # skips ada's own "joined", if any
             for event, step in (("joined", "bob joined"), ("left", "bob left")):
                 if event == "joined":
-                    bob = await connect(server.uri + "/room/lobby")
+                    bob = await loopback_connect(server.uri + "/room/lobby")
                     run.cleanups.append(bob.close)
                 else:
                     await bob.close()

@@ -8,10 +8,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .core import Fail, Run, Verdict, recv, require_coroutine_function, run
+from .core import Fail, Run, Verdict, loopback_connect, recv, require_coroutine_function, run
 
 __all__ = ["first_five", "follow", "give_up_after", "resume"]
 
@@ -31,7 +30,7 @@ async def first_five(fn: Any) -> Verdict:
 
     async def body(run: Run) -> str:
         require_coroutine_function(fn, "a coroutine function", "first_five(uri)")
-        server = await run.start(_ticker)
+        server = await run.start(_ticker, learner_connects=True)
         try:
             async with asyncio.timeout(2):
                 got = await fn(server.uri)
@@ -81,7 +80,7 @@ async def give_up_after(factory: Any) -> Verdict:
 
             ended: BaseException | None = None
             try:
-                async for _ in connect(stopped.uri, reconnect_delays=_quick_delays, process_exception=counting, open_timeout=1):
+                async for _ in loopback_connect(stopped.uri, reconnect_delays=_quick_delays, process_exception=counting, open_timeout=1):
                     raise Fail("the check's stopped server answered; run the check again")
             except OSError as exc:
                 ended = exc
@@ -116,7 +115,7 @@ async def resume(handler: Any) -> Verdict:
                 await server.stop(close_timeout=0.5)
                 server = await run.start(handler, port=port)
             expected = list(range(last + 1, last + 1 + count))
-            async with connect(server.uri) as ws:
+            async with loopback_connect(server.uri) as ws:
                 await ws.send(str(last))
                 got = []
                 for _ in expected:
@@ -149,7 +148,7 @@ async def follow(fn: Any, wanted: int = 7) -> Verdict:
                 await websocket.send(str(n))
             websocket.transport.abort()
 
-        server = await run.start(dropping)
+        server = await run.start(dropping, learner_connects=True)
         expected = list(range(1, wanted + 1))
         try:
             async with asyncio.timeout(3):

@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidHandshake
 
-from .core import Fail, Run, Verdict, recv, require_coroutine_function, run
+from .core import Fail, Run, Verdict, loopback_connect, recv, require_coroutine_function, run
 
 __all__ = ["auth_deadline", "polite_client", "silent_server", "slow_down"]
 
@@ -43,7 +42,7 @@ async def silent_server(fn: Any) -> Verdict:
         run.cleanups.append(close)
         uri = f"ws://127.0.0.1:{raw.sockets[0].getsockname()[1]}"
         try:
-            ws = await connect(uri, ping_interval=0.2, ping_timeout=0.2, open_timeout=1, close_timeout=0.2)
+            ws = await loopback_connect(uri, ping_interval=0.2, ping_timeout=0.2, open_timeout=1, close_timeout=0.2)
         except (InvalidHandshake, TimeoutError, OSError) as exc:
             raise Fail(
                 "answer 'HTTP/1.1 101 Switching Protocols' with Upgrade: websocket, Connection: Upgrade and "
@@ -86,7 +85,7 @@ async def auth_deadline(handler: Any) -> Verdict:
     async def body(run: Run) -> str:
         server = await run.start(handler)
         for token, user in USERS.items():
-            async with connect(server.uri) as ws:
+            async with loopback_connect(server.uri) as ws:
                 await ws.send(token)
                 hint = "look the token up in USERS and answer f'welcome {user}'"
                 got = await recv(ws, "the client", repr(token), repr(f"welcome {user}"), hint)
@@ -102,12 +101,12 @@ async def auth_deadline(handler: Any) -> Verdict:
                 got = await recv(ws, "the client", "'hi' after 0.4 s of silence", repr(expected), hint)
                 if got != expected:
                     raise Fail(hint, sent="'hi' after 0.4 s of silence", got=repr(got), expected=repr(expected))
-        async with connect(server.uri) as ws:
+        async with loopback_connect(server.uri) as ws:
             await ws.send("guess")
             close = await _close_of(ws, 1)
             if close is None or (close.code, close.reason) != (1008, "invalid token"):
                 raise Fail("refuse a token that is not in USERS with websocket.close(1008, 'invalid token')", sent="'guess'", got=str(close), expected="1008 (policy violation) invalid token")
-        async with connect(server.uri) as ws:
+        async with loopback_connect(server.uri) as ws:
             try:
                 close = await _close_of(ws, 1)
             except TimeoutError:
@@ -125,13 +124,13 @@ async def slow_down(handler: Any) -> Verdict:
 
     async def body(run: Run) -> str:
         server = await run.start(handler)
-        async with connect(server.uri) as ws:
+        async with loopback_connect(server.uri) as ws:
             for n in range(3):
                 await ws.send(f"hello {n}")
                 got = await recv(ws, "the client", f"'hello {n}'", f"'hello {n}'", "echo messages that come at a normal pace")
                 if got != f"hello {n}":
                     raise Fail("echo every message", sent=f"'hello {n}'", got=repr(got), expected=f"'hello {n}'")
-        async with connect(server.uri) as ws:
+        async with loopback_connect(server.uri) as ws:
             for n in range(100):
                 await ws.send(f"spam {n}")
             try:
@@ -175,7 +174,7 @@ async def polite_client(fn: Any) -> Verdict:
                 await websocket.close(4029, "slow down")
             closed.append(loop.time())
 
-        server = await run.start(three_per_connection, suffix="4029")
+        server = await run.start(three_per_connection, suffix="4029", learner_connects=True)
         messages = [f"m{n}" for n in range(1, 9)]
         try:
             async with asyncio.timeout(3):
@@ -194,7 +193,7 @@ async def polite_client(fn: Any) -> Verdict:
             await websocket.send(await websocket.recv())
             await websocket.close(1011, "internal error")
 
-        crashing = await run.start(crash_after_one, suffix="1011")
+        crashing = await run.start(crash_after_one, suffix="1011", learner_connects=True)
         try:
             async with asyncio.timeout(2):
                 await fn(crashing.uri, messages)

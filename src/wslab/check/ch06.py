@@ -16,11 +16,10 @@ import json
 import math
 from typing import Any
 
-from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .core import Fail, Run, Verdict, require_coroutine_function, run
+from .core import Fail, Run, Verdict, loopback_connect, require_coroutine_function, run
 
 __all__ = ["going_away", "max_size_test", "percentiles"]
 
@@ -104,7 +103,7 @@ async def max_size_test(test: Any) -> Verdict:
 
     async def body(run: Run) -> str:
         require_coroutine_function(test, "your test", "test_max_size(uri)")
-        good = await run.start(_echo, suffix="echo")
+        good = await run.start(_echo, suffix="echo", learner_connects=True)
         outcome = await _outcome(test, good.uri)
         if outcome == "timeout":
             raise Fail(
@@ -120,7 +119,7 @@ async def max_size_test(test: Any) -> Verdict:
                 got=outcome, expected="the test passes",
             )
         for n, (handler, what, hint) in enumerate(MUTANTS):
-            broken = await run.start(handler, suffix=f"broken{n}", max_size=None)
+            broken = await run.start(handler, suffix=f"broken{n}", max_size=None, learner_connects=True)
             outcome = await _outcome(test, broken.uri)
             if outcome == "timeout":
                 raise Fail(
@@ -138,7 +137,7 @@ async def max_size_test(test: Any) -> Verdict:
 
 async def _chapter_first_price(uri: str, symbol: str) -> Any:
     """The chapter's client under test."""
-    async with connect(uri) as ws:
+    async with loopback_connect(uri) as ws:
         await ws.send(json.dumps({"subscribe": symbol}))
         async for message in ws:
             update = json.loads(message)
@@ -155,7 +154,7 @@ async def going_away(handler: Any) -> Verdict:
         require_coroutine_function(handler, "your fake server", "going_away(websocket)")
         server = await run.start(handler)
         subscription = json.dumps({"subscribe": "ACME"})
-        async with connect(server.uri, close_timeout=0.5) as ws:
+        async with loopback_connect(server.uri, close_timeout=0.5) as ws:
             try:
                 async with asyncio.timeout(QUIET):
                     early = await ws.recv()

@@ -84,8 +84,8 @@ async def _time_a_ghost(ttl: float) -> float:
     try:
         for name in ("check-ghost-a", "check-ghost-b"):
             chats.append(await services.start_chat(name, redis=redis.url, args=["--ttl", f"{ttl:g}"]))
-        ghost = await ChatClient.connect(chats[0].uri, proxy=None)
-        bob = await ChatClient.connect(chats[1].uri, proxy=None, timeout=ttl * 3)
+        ghost = await ChatClient.connect(chats[0].uri)
+        bob = await ChatClient.connect(chats[1].uri, timeout=ttl * 3)
         try:
             await ghost.join("lobby", "ghost")
             await bob.join("lobby", "bob")

@@ -3,6 +3,11 @@
 A chapter's check is ``async def name(solution) -> Verdict`` whose ``body(run: Run) -> str`` starts servers
 with ``run.start(...)``, raises :class:`Fail` with a hint when something is wrong, and returns a one-line summary;
 ``await run(name, body)`` does the time limit, the cleanup and the printing.
+
+Whatever the verdict, two causes that are not in the learner's logic are named when they explain a failure:
+an event loop blocked for a second or more (a ``time.sleep`` in a handler), and a proxy from the environment
+that took the learner's client away from the check's server. The check's own clients use
+:func:`~wslab.chat.client.loopback_connect`, so they never go through a proxy.
 """
 
 from __future__ import annotations
@@ -15,14 +20,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
 
+from ..chat.client import loopback_connect
 from ..errors import LegacyHandlerError
 from ..servers import BackgroundServer, start
 
-__all__ = ["STEP", "TIMEOUT", "Fail", "Run", "Verdict", "recv", "require_coroutine_function", "run"]
+__all__ = [
+    "BLOCKED",
+    "STEP",
+    "TIMEOUT",
+    "Fail",
+    "Run",
+    "Verdict",
+    "loopback_connect",
+    "recv",
+    "require_coroutine_function",
+    "run",
+]
 
 TIMEOUT = 5.0  # the most any one check may take, in seconds
 STEP = 1.0  # the most one expected message may take
+BLOCKED = 1.0  # a loop blocked this long explains a failure (the loop is never late by that much otherwise)
+TICK = 0.05  # how often the loop's watcher wakes up, in seconds
 
 
 @dataclass
@@ -59,17 +80,32 @@ class Run:
     name: str
     servers: list[BackgroundServer] = field(default_factory=list)
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    for_learner: list[BackgroundServer] = field(default_factory=list)  # servers the learner's client connects to
 
-    async def start(self, handler: Any, port: int = 0, suffix: str = "", **kwargs: Any) -> BackgroundServer:
+    async def start(
+        self, handler: Any, port: int = 0, suffix: str = "", *, learner_connects: bool = False, **kwargs: Any
+    ) -> BackgroundServer:
         """Start ``handler`` on a server named ``check-<name>``, stopped when the check ends.
 
-        Servers side by side in one check need a ``suffix`` each (``check-<name>-<suffix>``).
+        Servers side by side in one check need a ``suffix`` each (``check-<name>-<suffix>``). With
+        ``learner_connects=True`` the learner's own client connects to it: if that client never arrives while
+        the environment names a proxy, the verdict says so.
         """
         kwargs.setdefault("close_timeout", 1)
         name = f"check-{self.name}-{suffix}" if suffix else f"check-{self.name}"
         server = await start(handler, name=name, port=port, **kwargs)
         self.servers.append(server)
+        if learner_connects:
+            self.for_learner.append(server)
         return server
+
+    def proxy_in_the_way(self) -> str | None:
+        """The proxy that ``connect()`` chose for a server the learner's client never reached, if any."""
+        for server in self.for_learner:
+            proxy = get_proxy(parse_uri(server.uri))  # what connect() itself asks, with its default proxy=True
+            if proxy is not None and not any(": connected to " in line for line in server.transcript.lines):
+                return proxy
+        return None
 
     def handler_errors(self) -> list[str]:
         """The "connection handler failed" lines of every server this check started."""
@@ -89,11 +125,34 @@ class Run:
                 server._stop_soon(0)
 
 
+class _LoopWatch:
+    """A task that wakes up every TICK seconds: how late it wakes is how long the loop was blocked."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+        self.worst = 0.0
+        self.task = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = self.loop.time()
+            self.worst = max(self.worst, now - self.last - TICK)
+            self.last = now
+
+    def stop(self) -> float:
+        """Stop watching; the longest the loop was blocked, in seconds (a block just ended counts too)."""
+        self.task.cancel()
+        return max(self.worst, self.loop.time() - self.last - TICK)
+
+
 async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float = TIMEOUT) -> Verdict:
     """Run one check's body, bounded, and turn whatever happens into a printed verdict."""
     state = Run(name)
     lines: list[str] = []
     passed = False
+    watch = _LoopWatch()
     try:
         async with asyncio.timeout(timeout):
             summary = await body(state)
@@ -113,6 +172,7 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
         lines = [f"got: {type(error).__name__}: {error}", "hint: your code raised this exception; fix it and run again"]
     finally:
         await state.stop()
+        blocked = watch.stop()
     errors = state.handler_errors()
     if passed and errors:  # the answers were right, but the handler crashed on the way: not a pass
         passed = False
@@ -121,6 +181,8 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
             "hint: a handler must end cleanly; read with `async for message in websocket` (it ends quietly "
             "when the client closes) or catch websockets.exceptions.ConnectionClosed",
         ]
+    if not passed:
+        lines = _explained(lines, blocked, state.proxy_in_the_way())
     if passed:
         text = f"PASS: {name} - {summary}"
     else:
@@ -129,6 +191,24 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
         text = "\n".join([f"FAIL: {name}"] + [f"  {line}" for line in lines])
     print(text)
     return Verdict(name, passed, text)
+
+
+def _explained(lines: list[str], blocked: float, proxy: str | None) -> list[str]:
+    """The verdict's lines, with the hint replaced when a blocked loop or a proxy explains the failure."""
+    if blocked >= BLOCKED:
+        hint = (
+            f"the event loop was blocked for {blocked:.1f} s: a time.sleep or other blocking call in your code; "
+            "use await asyncio.sleep or asyncio.to_thread (chapter 00)"
+        )
+    elif proxy is not None:
+        hint = (
+            f"your client never reached the check's server: connect() went to the proxy that the environment "
+            f"names ({proxy}: http_proxy, https_proxy or ws_proxy); pass proxy=None to connect() for a server on "
+            "this machine (chapter 03, \"A proxy in the environment\")"
+        )
+    else:
+        return lines
+    return [line for line in lines if not line.startswith("hint: ")] + [f"hint: {hint}"]
 
 
 def require_coroutine_function(fn: Any, what: str, example: str) -> None:
