@@ -65,7 +65,7 @@ async def roundtrip_chat(sender: ChatClient, others: list[ChatClient], text: str
 
 async def test_hello_join_presence_and_messages(chat: ChatServer) -> None:
     async with ChatClient(chat.ws_uri) as ada, ChatClient(chat.ws_uri) as bob:
-        assert ada.hello == {"v": 1, "type": "hello", "limits": {"nick": 24, "room": 32, "text": 500}, "history": 20, "auth": False}
+        assert ada.hello == {"v": 1, "type": "hello", "limits": {"nick": 24, "room": 32, "text": 500}, "history": 20, "auth": False, "heartbeat": 5}
         assert await ada.join("lobby", "ada") == {"v": 1, "type": "joined", "room": "lobby", "nick": "ada", "members": ["ada"], "history": []}
         assert (await bob.join("lobby", "bob"))["members"] == ["ada", "bob"]
         assert await ada.recv() == {"v": 1, "type": "presence", "room": "lobby", "changes": [{"event": "join", "nick": "bob"}], "count": 2}

@@ -7,7 +7,7 @@ Every message is a JSON object with ``"v": 1`` and a ``"type"``. See PROTOCOL.md
 >>> parse_client('{"v": 1, "type": "shout"}')
 Traceback (most recent call last):
 ...
-wslab.chat.protocol.ChatError: unknown type 'shout': use one of join, say, leave
+wslab.chat.protocol.ChatError: unknown type 'shout': use one of join, say, leave, ping
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ CLIENT_TYPES: dict[str, dict[str, type]] = {
     "join": {"room": str, "nick": str},
     "say": {"text": str},
     "leave": {},
+    "ping": {},  # answered with "pong": how a browser, which cannot send WebSocket pings, knows the server is there
 }
 
 # Unicode categories refused in every field: controls (Cc), format characters such as zero-width
@@ -195,4 +196,6 @@ def describe(message: dict[str, Any]) -> str:
         return f"hello: protocol version {message['v']}, limits {message['limits']}{auth}"
     if kind == "authenticated":
         return "authenticated"
+    if kind == "pong":
+        return "pong"
     return json.dumps(message)

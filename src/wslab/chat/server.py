@@ -41,6 +41,7 @@ WS_PATH = "/ws"  # where the WebSocket lives; the page is at "/", a health check
 TOKEN_PARAM = "chat_token"  # the query parameter of the query-string form (Jupyter's own is "token")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # Host names a chat always answers to
 AUTH_TYPES: dict[str, dict[str, type]] = {"auth": {"token": str}}
+PING_RATE, PING_BURST = 1.0, 5  # pings per second, bursts: their own limit, so that a page's pings never cost it a message
 
 
 @dataclass(eq=False, slots=True)
@@ -76,6 +77,8 @@ class ChatServer:
       ``max_buffer`` bytes wait for it (the bound on memory per client). A burst is not slowness.
     - ``rate`` and ``burst``: messages per second per connection (token bucket); over it: 1008.
     - ``presence_delay``: presence news is gathered this long and sent as one message.
+    - ``heartbeat``: the ``hello`` asks clients to send a ``ping`` every so many seconds (at least 1), and to
+      give up on a connection that brought no message for three times as long (the browser page does).
     - ``max_clients`` / ``max_per_ip``: connection caps (503 at the handshake, or 1013 after it);
       ``proxies`` are addresses not capped per IP (every client behind a proxy shares its address).
     - ``origins`` and ``hosts``: extra browser origins and Host names allowed besides the local ones.
@@ -98,6 +101,7 @@ class ChatServer:
         rate: float = 10.0,
         burst: int = 20,
         presence_delay: float = 0.1,
+        heartbeat: float = 5,
         max_clients: int = 20_000,
         max_per_ip: int = 50,
         proxies: Collection[str] = ("127.0.0.1", "::1"),
@@ -111,10 +115,13 @@ class ChatServer:
     ) -> None:
         if auth not in ("message", "query"):
             raise ValueError(f"auth must be 'message' or 'query', got {auth!r}")
+        if not heartbeat >= 1 / PING_RATE:
+            raise ValueError(f"heartbeat must be at least {1 / PING_RATE:g} s (pings over {PING_RATE:g} per second are a flood), got {heartbeat}")
         self.history = history
         self.slow_after, self.max_buffer = slow_after, max_buffer
         self.rate, self.burst = rate, burst
         self.presence_delay = presence_delay
+        self.heartbeat = heartbeat
         self.max_clients, self.max_per_ip, self.proxies = max_clients, max_per_ip, set(proxies)
         self.origins = set(origins)
         self.hosts = {*LOCAL_HOSTS, *hosts, *(urlsplit(o).hostname or "" for o in origins)}
@@ -136,9 +143,14 @@ class ChatServer:
 
         Compression is off unless you pass ``compression="deflate"``: chat messages are short, and a
         deflate context per connection costs more memory than the messages it would save.
+
+        ``close_timeout`` is ``kick_timeout`` (1 s) unless you pass it. After a keepalive timeout, websockets
+        waits ``close_timeout`` for a close frame before the handler ends, so a peer that went silent stays
+        in its room for ``ping_interval + ping_timeout + close_timeout``: 20 + 20 + 1 s, not 20 + 20 + 10.
         """
         serve_kwargs.setdefault("max_size", self.max_size)
         serve_kwargs.setdefault("compression", None)
+        serve_kwargs.setdefault("close_timeout", self.kick_timeout)
         self.hosts.add(host if ":" not in host else f"[{host}]")
         self.server = await wslab_start(self.handler, name=name, host=host, port=port, process_request=self.process_request, **serve_kwargs)
         self.server.before_stop.append(self._announce_stop)
@@ -236,7 +248,11 @@ class ChatServer:
     # -- WebSocket --------------------------------------------------------------------------
 
     async def handler(self, connection: ServerConnection) -> None:
-        """One client: greet it, authenticate it if needed, then handle its messages until it goes."""
+        """One client: greet it, authenticate it if needed, then handle its messages until it goes.
+
+        A ``ping`` is answered here, at once, with ``pong``: it is about the connection, not the chat, and
+        has a limit of its own, so that the pings of a page never count against its messages.
+        """
         client = Client(connection, self.client_ip(connection))
         full = self._full(client.ip)  # handshakes that passed the check together may overshoot it
         if full:
@@ -245,18 +261,28 @@ class ChatServer:
         self.per_ip[client.ip] += 1
         try:
             needs_auth = self.token is not None and self.auth == "message"
-            self.reply(client, {"type": "hello", "limits": LIMITS, "history": self.history, "auth": needs_auth})
+            self.reply(client, {"type": "hello", "limits": LIMITS, "history": self.history, "auth": needs_auth, "heartbeat": self.heartbeat})
             if needs_auth and not client.closing:
                 await self._authenticate(client)
-            limit = RateLimit(self.rate, self.burst)
+            limit, pings = RateLimit(self.rate, self.burst), RateLimit(PING_RATE, PING_BURST)
             async for data in connection:
                 if client.closing:
                     continue  # read on, so that the client's answer to our close frame gets through
-                if not limit.allow():
+                try:
+                    message: dict[str, Any] | ChatError = parse_client(data, self.client_types)
+                except ChatError as exc:
+                    message = exc
+                ping = isinstance(message, dict) and message["type"] == "ping"
+                if not (pings if ping else limit).allow():
                     self.close(client, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                     continue
                 try:
-                    self.receive(client, parse_client(data, self.client_types))
+                    if isinstance(message, ChatError):
+                        raise message
+                    if ping:
+                        self.reply(client, {"type": "pong"})
+                    else:
+                        self.receive(client, message)
                 except ChatError as exc:
                     print(f"error {exc.code}: {exc}")
                     self.reply(client, {"type": "error", "code": exc.code, "error": str(exc)})
