@@ -109,6 +109,7 @@ OK = b"HTTP/1.1 200 OK\r\n"
         (OK + b"X: " + b"y" * 70000, "headers are too long"),
         (OK + b"X: y\r\n" * 20000, "headers are too long"),
         (OK + b"Transfer-Encoding: gzip, chunked\r\n\r\n", "Transfer-Encoding 'gzip, chunked' is not supported"),
+        (OK + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "'chunked, chunked' is not supported (only one"),
         (OK + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "both Content-Length and Transfer-Encoding"),
         (OK + b"Transfer-Encoding: chunked\r\n\r\n-1\r\n", "a chunk size that is not hexadecimal: '-1\\r\\n'"),
         (OK + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 40 + b"\r\n", "the chunked body is over 1048576 bytes"),

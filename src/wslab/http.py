@@ -194,7 +194,7 @@ def _declared_length(headers: Headers, max_size: int) -> int | str | None:
         raise _Refused("the answer has both Content-Length and Transfer-Encoding (which one ends the body?)")
     if codings:
         if [coding.lower() for coding in codings] != ["chunked"]:
-            raise _Refused(f"Transfer-Encoding {', '.join(codings)[:80]!r} is not supported (only chunked)")
+            raise _Refused(f"Transfer-Encoding {', '.join(codings)[:80]!r} is not supported (only one chunked)")
         return "chunked"
     if not lengths:
         return None
