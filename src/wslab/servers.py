@@ -8,6 +8,7 @@ import errno
 import inspect
 import logging
 import re
+import threading
 from typing import Any, Awaitable, Callable, Generator, Protocol
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -18,7 +19,7 @@ from websockets.protocol import State
 from .errors import NoEventLoopError, PortInUseError, check_handler
 from .transcript import Transcript, TranscriptLogHandler, bind
 
-__all__ = ["BackgroundServer", "start", "stop_all", "running"]
+__all__ = ["BackgroundServer", "NameTakenError", "start", "stop_all", "running"]
 
 Handler = Callable[[ServerConnection], Awaitable[Any]]
 
@@ -26,6 +27,7 @@ Handler = Callable[[ServerConnection], Awaitable[Any]]
 class _Stoppable(Protocol):
     name: str
     port: int
+    kind: str  # what it is, for messages: two things of different kinds never replace each other
 
     async def stop(self) -> None: ...
 
@@ -35,6 +37,26 @@ class _Stoppable(Protocol):
 # Every server wslab started and has not stopped yet, by name. Lives on the module,
 # so it survives re-running notebook cells.
 _registry: dict[str, _Stoppable] = {}
+
+
+class NameTakenError(ValueError):
+    """The name is already used by something of another kind (e.g. a chat process and an in-process chat)."""
+
+
+def _previous(name: str, kind: str) -> _Stoppable | None:
+    """What runs under ``name`` now, which the caller replaces; NameTakenError if it is of another kind.
+
+    Re-running a cell replaces a server of the same kind (the point of names); a different kind under the same
+    name is a collision, and replacing it would silently stop something the learner still uses.
+    """
+    previous = _registry.get(name)
+    if previous is not None and getattr(previous, "kind", type(previous).__name__) != kind:
+        raise NameTakenError(
+            f"the name {name!r} is taken by {getattr(previous, 'kind', type(previous).__name__)}, which is still "
+            f"running; starting {kind} under the same name would stop it. Give the new one another name "
+            f"(name={name + '-2'!r}, say), or stop the other first (`await wslab.stop_all()` stops everything)."
+        )
+    return previous
 # Stop tasks scheduled without an awaiting caller; kept so that they are not garbage-collected.
 _background: set[asyncio.Future[Any]] = set()
 
@@ -44,6 +66,8 @@ class BackgroundServer:
 
     Get one with ``server = await wslab.start(handler)``; see :func:`start`.
     """
+
+    kind = "a WebSocket server of this process (wslab.start or start_in_thread)"
 
     def __init__(self, name: str, handler: Handler) -> None:
         self.name = name
@@ -58,6 +82,10 @@ class BackgroundServer:
         self._labels: dict[ServerConnection, str] = {}
         self._finished: dict[ServerConnection, asyncio.Future[None]] = {}
         self._dropped: set[ServerConnection] = set()  # TCP closed by the handler before any close frame
+        # Every TCP connection not yet lost, even one still in its opening handshake (websockets lists only
+        # the open ones), so that stop() can end each: asyncio has no list of them before 3.13.
+        self._tcp: set[ServerConnection] = set()
+        self._logger_name = ""  # the logger that feeds this server's transcript, if wslab made it
         # Called (without arguments, synchronously) as stop() begins, before any close frame: e.g. to tell
         # every client why in a message of the application's protocol.
         self.before_stop: list[Callable[[], None]] = []
@@ -67,18 +95,64 @@ class BackgroundServer:
     async def _listen(self, host: str, port: int, serve_kwargs: dict[str, Any]) -> None:
         if serve_kwargs.get("close_timeout") is not None:
             self._close_timeout = serve_kwargs["close_timeout"]
-        serve_kwargs.setdefault("logger", _server_logger(self.name, self.transcript))
+        if "logger" not in serve_kwargs:
+            serve_kwargs["logger"] = self._take_logger()
         serve_kwargs["process_response"] = self._recording_http(serve_kwargs.get("process_response"))
+        serve_kwargs["create_connection"] = self._tracking(serve_kwargs.get("create_connection") or ServerConnection)
         try:
             self.server = await serve(self._handle, host, port, **serve_kwargs)
         except OSError as exc:
+            self._release_logger()
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(exc.errno, _port_in_use_message(host, port)) from None
+            raise
+        except BaseException:
+            self._release_logger()
             raise
         self.host, self.port = host, self.server.sockets[0].getsockname()[1]
         scheme = "wss" if serve_kwargs.get("ssl") else "ws"
         shown_host = f"[{host}]" if ":" in host else host
         self.uri = f"{scheme}://{shown_host}:{self.port}"
+
+    def _take_logger(self) -> logging.Logger:
+        """A logger under ``websockets.server`` that feeds this server's transcript and no other's.
+
+        It is named after the server (``websockets.server.wslab.echo``); while another live server uses that
+        logger (``"echo 1"`` and ``"echo_1"`` give the same name), this one gets ``...echo_1-2``.
+        """
+        base = "websockets.server.wslab." + re.sub(r"\W", "_", self.name)
+        with _logger_lock:
+            self._logger_name, number = base, 1
+            while self._logger_name in _logger_users:
+                number += 1
+                self._logger_name = f"{base}-{number}"
+            _logger_users[self._logger_name] = self
+        logger = logging.getLogger(self._logger_name)
+        for old in [h for h in logger.handlers if isinstance(h, TranscriptLogHandler)]:
+            logger.removeHandler(old)
+        logger.addHandler(TranscriptLogHandler(self.transcript))
+        return logger
+
+    def _release_logger(self) -> None:
+        """Detach this server's transcript from its logger, and free the logger's name for the next server."""
+        with _logger_lock:
+            if not self._logger_name or _logger_users.get(self._logger_name) is not self:
+                return
+            del _logger_users[self._logger_name]
+        logger = logging.getLogger(self._logger_name)
+        for old in [h for h in logger.handlers if isinstance(h, TranscriptLogHandler) and h.transcript is self.transcript]:
+            logger.removeHandler(old)
+
+    def _tracking(self, factory: Callable[..., ServerConnection]) -> Callable[..., ServerConnection]:
+        """Wrap websockets' connection factory so that every TCP connection is in ``_tcp`` until it is lost."""
+
+        def create(*args: Any, **kwargs: Any) -> ServerConnection:
+            self._tcp = {c for c in self._tcp if not c.connection_lost_waiter.done()}
+            connection = factory(*args, **kwargs)
+            self._tcp.add(connection)
+            return connection
+
+        return create
 
     def _recording_http(self, process_response: Any) -> Callable[..., Awaitable[Response | None]]:
         """Wrap ``process_response`` so that every answer other than 101 is written to the transcript."""
@@ -192,25 +266,30 @@ class BackgroundServer:
                 if self._finished:
                     await asyncio.wait(list(self._finished.values()), timeout=_GRACE)
             finally:
+                self._tcp.clear()
+                self._release_logger()
                 _unregister(self)
                 self._stopped.set_result(None)
         else:
             await asyncio.shield(self._stopped)
 
     def _abort_the_rest(self, waited: float) -> None:
-        """Abort every TCP connection that did not end in time, saying why in the transcript."""
-        for connection in list(self.server.all_connections):
-            if connection.state is State.CLOSED:
-                continue
-            label = self._labels.get(connection, "a client")
-            self.transcript.add(f"{label}: aborted after {waited:.1f} s ({_why_stuck(connection)})")
+        """Abort every TCP connection that did not end in time, saying why in the transcript.
+
+        That includes connections still in their opening handshake: 3.12's ``asyncio.Server.wait_closed()``
+        waits for them (a stop would hang), and 3.11 leaves them open (the client never learns).
+        """
+        for connection in self._live_tcp():
+            label = self._labels.get(connection)
+            if label is None:
+                self.transcript.add(f"a connection in its opening handshake: aborted after {waited:.1f} s")
+            else:
+                self.transcript.add(f"{label}: aborted after {waited:.1f} s ({_why_stuck(connection)})")
             connection.transport.abort()
-        raw = self.server.server
-        if hasattr(raw, "abort_clients"):  # 3.13: also connections still in their opening handshake
-            raw.abort_clients()
-        else:  # 3.12's wait_closed() waits for these too; 3.11 keeps no list and does not wait
-            for transport in list(getattr(raw, "_clients", ()) or ()):
-                transport.abort()
+
+    def _live_tcp(self) -> list[ServerConnection]:
+        """The TCP connections not lost yet (a copy: another thread may read it while the loop adds to it)."""
+        return [c for c in self._tcp.copy() if not c.connection_lost_waiter.done() and getattr(c, "transport", None)]
 
     def _cancel_handlers(self) -> None:
         """Cancel handlers that ignore their closed connection (e.g. stuck in a sleep), saying so."""
@@ -225,6 +304,7 @@ class BackgroundServer:
         if loop.is_closed():  # its loop is gone (e.g. asyncio.run ended): release the listening sockets
             for sock in getattr(self.server.server, "_sockets", None) or ():
                 sock.close()
+            self._release_logger()
             _unregister(self)
         elif loop.is_running():
             if _in_loop_thread(loop):
@@ -309,7 +389,7 @@ def start(
     server_name = name or _default_name(handler)
 
     async def create() -> BackgroundServer:
-        previous = _registry.get(server_name)
+        previous = _previous(server_name, BackgroundServer.kind)
         if previous is not None:
             await previous.stop()
         server = BackgroundServer(server_name, handler)
@@ -337,6 +417,11 @@ def running() -> dict[str, str]:
 
 
 _GRACE = 0.25  # after aborting: how long connections and handlers get to finish, each step
+
+# The loggers feeding a transcript, by name, and the live server each feeds (servers of two threads may start
+# at once, hence the lock).
+_logger_users: dict[str, BackgroundServer] = {}
+_logger_lock = threading.Lock()
 
 
 async def _within(task: asyncio.Future[Any], timeout: float) -> bool:
@@ -384,15 +469,6 @@ def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def _server_logger(name: str, transcript: Transcript) -> logging.Logger:
-    """A logger per server name under ``websockets.server``, feeding that server's transcript."""
-    logger = logging.getLogger("websockets.server.wslab." + re.sub(r"\W", "_", name))
-    for old in [h for h in logger.handlers if isinstance(h, TranscriptLogHandler)]:
-        logger.removeHandler(old)
-    logger.addHandler(TranscriptLogHandler(transcript))
-    return logger
 
 
 def _port_in_use_message(host: str, port: int) -> str:
