@@ -167,6 +167,16 @@ async def test_without_a_proxy_a_client_that_cannot_connect_keeps_its_own_hint(m
     assert not verdict and "your code raised this exception" in verdict.text and "proxy" not in verdict.text
 
 
+async def test_with_the_proxy_set_a_client_that_fails_before_connecting_keeps_its_own_error() -> None:
+    async def typo(uri: str) -> list[str]:
+        raise NameError("name 'conect' is not defined")
+
+    with faults.proxy_in_environment():
+        verdict = await check.first_five(typo)
+    assert not verdict and "got: NameError" in verdict.text and "your code raised" in verdict.text, verdict.text
+    assert "proxy" not in verdict.text
+
+
 # A blocked event loop: the check cannot interrupt it, but it ends at once when the loop is free, and says why.
 
 
@@ -209,3 +219,4 @@ async def test_a_handler_that_waits_without_blocking_gets_the_waiting_hint() -> 
 
     verdict = await check.shout(never_answers)
     assert not verdict and "the client got nothing in 1 s" in verdict.text and "blocked" not in verdict.text, verdict.text
+

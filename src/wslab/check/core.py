@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidProxy
 from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
@@ -152,6 +152,7 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
     state = Run(name)
     lines: list[str] = []
     passed = False
+    unreached = True  # whether the failure may be a client that never reached the check's server
     watch = _LoopWatch()
     try:
         async with asyncio.timeout(timeout):
@@ -170,6 +171,7 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
         ]
     except Exception as error:  # the learner's code raised: report it, never crash the kernel
         lines = [f"got: {type(error).__name__}: {error}", "hint: your code raised this exception; fix it and run again"]
+        unreached = isinstance(error, (OSError, InvalidHandshake, InvalidProxy))  # a connection that failed
     finally:
         await state.stop()
         blocked = watch.stop()
@@ -182,7 +184,7 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
             "when the client closes) or catch websockets.exceptions.ConnectionClosed",
         ]
     if not passed:
-        lines = _explained(lines, blocked, state.proxy_in_the_way())
+        lines = _explained(lines, blocked, state.proxy_in_the_way() if unreached else None)
     if passed:
         text = f"PASS: {name} - {summary}"
     else:
