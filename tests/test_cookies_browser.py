@@ -1,9 +1,9 @@
 """Which pages get a server's cookie with their WebSocket handshake, in a real browser (headless Chromium).
 
 Chapter 04 says: Chromium treats a cookie without ``SameSite`` as ``Lax`` and leaves it out of a handshake that
-a page of another *site* starts; a page on another port of the same host is the same site and gets it; a
-``SameSite=None`` cookie crosses sites once third-party cookies are allowed. Only the ``Origin`` header tells
-every foreign page apart, and the ``origins`` allow-list refuses them all.
+a page of another *site* starts; a page on another port of the same host is the same site and gets it, even a
+``Strict`` one; a ``SameSite=None`` cookie crosses sites once third-party cookies are allowed (a new profile
+blocks them). Only the ``Origin`` header tells every foreign page apart: the ``origins`` allow-list refuses them.
 """
 
 from __future__ import annotations
@@ -98,14 +98,15 @@ async def handshakes(playwright: Any, profile: Path, cookie: str, from_pages: li
     ]
 
 
-async def test_a_cookie_without_samesite_reaches_the_same_site_only_and_origins_refuse_it(
-    playwright: Any, tmp_path: Path
+@pytest.mark.parametrize("samesite", ["", "; SameSite=Lax", "; SameSite=Strict"], ids=["no SameSite", "Lax", "Strict"])
+async def test_a_cookie_reaches_pages_of_the_same_site_only_and_origins_refuse_the_others(
+    playwright: Any, tmp_path: Path, samesite: str
 ) -> None:
-    seen = await handshakes(playwright, tmp_path, "token=s3cret; Path=/", ["localhost", "127.0.0.1"])
+    seen = await handshakes(playwright, tmp_path, f"token=s3cret; Path=/{samesite}", ["localhost", "127.0.0.1"])
     assert seen == [
         ("http://localhost:APP", "token=s3cret", "got welcome"),  # the app's own page
         ("http://localhost:OTHER", "token=s3cret", "closed 1006"),  # another port: the same site, cookie sent
-        ("http://127.0.0.1:OTHER", None, "closed 1006"),  # another site: Chromium treats the cookie as Lax
+        ("http://127.0.0.1:OTHER", None, "closed 1006"),  # another site: no SameSite counts as Lax in Chromium
     ]
 
 
