@@ -63,3 +63,9 @@ async def test_the_process_serves_then_drains_on_sigterm() -> None:
         assert "draining" in chat.log() and chat.log().endswith("stopped\n")
     finally:
         await chat.stop()
+
+
+def test_a_redis_that_cannot_be_reached_is_a_one_line_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = run("--redis", f"unix://{tmp_path}/no-redis.sock")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: cannot reach Redis at unix://{tmp_path}/no-redis.sock: Redis is unreachable")

@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from .bus import Bus, LocalBus, RedisBus
+from .bus import Bus, BusUnavailable, LocalBus, RedisBus
 from .cluster import ClusterChat
 
 __all__ = ["main", "parser"]
@@ -71,6 +71,8 @@ async def serve(args: argparse.Namespace) -> None:
     chat = ClusterChat(bus=_bus(args), token=args.token, history=args.history, trusted_proxies=tuple(args.trusted_proxy))
     try:
         server = await chat.start(host=args.host, port=args.port, ping_interval=args.ping_interval)
+    except BusUnavailable as exc:
+        raise SystemExit(f"error: cannot reach Redis at {args.redis}: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     server.transcript.add = _printing(server.transcript.add)  # type: ignore[method-assign]

@@ -360,10 +360,13 @@ class RedisBus(Bus):
         self._closing = asyncio.get_running_loop().create_future()
         try:
             tasks = [*self._tasks, *self._wakes]
-            for task in tasks:
+            self._tasks = []
+            for task in tasks:  # the heartbeat and the reaper end at once if they sleep, else after one command
                 task.cancel()
+            with contextlib.suppress(Exception):  # a blocked XREAD ends when its socket closes (on 3.11,
+                await self.reader.connection_pool.disconnect()  # redis-py may swallow a cancellation)
             if tasks:
-                await asyncio.wait(tasks, timeout=self.timeout)
+                await asyncio.wait(tasks, timeout=2 * self.timeout)
             with contextlib.suppress(BusUnavailable):
                 for room, key, nick in {*self._members(), *self._owed}:
                     await self.leave(room, key, nick)
@@ -543,7 +546,7 @@ class RedisBus(Bus):
         import redis.exceptions
 
         delay, lost = 0.1, False
-        while True:
+        while self._closing is None:
             rooms = {self._keys(room)[1]: room for room in self.positions if room not in self._broken}
             streams = {self._control: _format_id(self._control_id)}
             streams |= {stream: _format_id(self.positions[room]) for stream, room in rooms.items()}
@@ -555,6 +558,8 @@ class RedisBus(Bus):
                     delay = min(delay * 2, 2.0)
                 continue
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                if self._closing is not None:  # redis-py turns the cancelled XREAD into a ConnectionError
+                    return
                 self.available = False
                 if not lost:
                     self.log(f"redis lost ({type(exc).__name__}): retrying with backoff")
