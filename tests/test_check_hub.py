@@ -205,6 +205,7 @@ async def test_a_blocking_handler_fails_with_the_blocked_time_as_soon_as_the_loo
     assert seconds - 0.1 <= blocked_for(verdict.text) <= took
     assert took < seconds + 1.5, f"the check went on for {took - seconds:.1f} s after the loop was free"
     assert "is something waiting forever" not in verdict.text and "send back message.upper()" not in verdict.text
+    assert "server: " not in verdict.text  # its send after the block found the check gone: a consequence, not a mistake
 
 
 async def test_a_short_block_is_not_blamed_and_the_check_passes() -> None:

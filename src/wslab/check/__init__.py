@@ -5,7 +5,10 @@
 PASS: shout - every message came back in capital letters
 
 A check starts its own servers (named ``check-...``, so the learner's servers keep running), is bounded in
-time, stops what it started, never raises, and returns a :class:`Verdict` (truthy when it passed).
+time, stops what it started, never raises, and returns a :class:`Verdict` (truthy when it passed). Code that
+blocks the event loop (``time.sleep`` in a handler) cannot be interrupted: the check ends as soon as the loop is
+free, and its verdict says how long the loop was blocked. Its own clients never go through a proxy from the
+environment; a learner's client that does gets a hint that says so.
 The machinery is in :mod:`wslab.check.core`; each chapter's checks are in ``ch00`` ... ``ch07``.
 """
 
