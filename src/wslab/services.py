@@ -1,11 +1,14 @@
-"""Real outside servers as child processes: Debian's ``redis-server`` and ``nginx``, on loopback, in temp dirs.
+"""Real outside servers as child processes: Debian's ``redis-server`` and ``nginx``, and ``python -m wslab.chat``.
 
-Each runs in a temporary directory of its own (config, socket, pid and log files) and stops with
-``await service.stop()``, ``wslab.stop_all()`` or the interpreter's exit; none is left behind.
+They listen on loopback only. Each keeps its files (config, socket, pid and log files) in a directory of its
+own inside this process's directory, ``<tmp>/wslab-<user>-<pid>``, and stops with ``await service.stop()``,
+``wslab.stop_all()`` or the interpreter's exit, which in a Jupyter kernel includes a normal shutdown or
+restart. When this process dies without exiting (killed, out of memory), each child gets SIGTERM from the
+operating system (Linux), and the next process that starts a service removes the directories of dead owners.
 
 >>> redis = await start_redis()            # doctest: +SKIP
 >>> redis.url                              # doctest: +SKIP
-'unix:///tmp/wslab-redis-.../redis.sock'
+'unix:///tmp/wslab-alice-4242/redis-.../redis.sock'
 >>> proxy = await start_nginx([chat.port])  # doctest: +SKIP
 """
 
@@ -13,40 +16,242 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
+import ctypes
+import errno
 import getpass
 import os
+import queue
+import re
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from .servers import _registry, _unregister
+from .errors import PortInUseError
+from .servers import _previous, _registry, _unregister
 
 __all__ = ["ChatProcess", "MissingProgram", "need", "Nginx", "RedisServer", "Service", "start_chat", "start_nginx", "start_redis"]
 
 READY_TIMEOUT = 10.0  # how long a service may take to start, in seconds
 STOP_TIMEOUT = 5.0  # how long it may take to exit after SIGTERM before it is killed
+READY_PATH = "/.wslab-ready"  # where nginx itself answers with the token of its start (see start_nginx)
+_PORT_ATTEMPTS = 5  # free ports that start_nginx tries, in case another program takes one first
 
 
 class MissingProgram(FileNotFoundError):
     """A program a chapter needs is not installed; the message says how to install it."""
 
 
+# -- the lifeline: children never outlive this process ----------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """Linux's ``prctl()``, or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl  # type: ignore[no-any-return]
+
+
+_prctl = _load_prctl()
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """For ``Popen(preexec_fn=...)``: the child asks the kernel for SIGTERM when its parent dies.
+
+    That needs no exit handler of this process, so it also works when the process is killed (SIGKILL, out of
+    memory). If ``parent`` died already, between the fork and this call, the child gives up at once.
+    """
+    prctl = _prctl
+    if prctl is None:
+        return None
+
+    def lifeline() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return lifeline
+
+
+class _Spawner:
+    """The one thread that starts every child process; it lives as long as this process.
+
+    The kernel sends the death signal when the *thread* that forked the child ends, not the whole process: a
+    child forked by a short-lived thread (``asyncio.to_thread``'s, a thread-mode server's) would get SIGTERM as
+    soon as that thread ended.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[list[str], dict[str, Any], concurrent.futures.Future[subprocess.Popen[bytes]]]]
+        self._thread: threading.Thread | None = None
+        self._pid = 0  # the process the thread belongs to: after a fork, the child has no such thread
+
+    def submit(self, command: Sequence[str], **kwargs: Any) -> concurrent.futures.Future[subprocess.Popen[bytes]]:
+        """``subprocess.Popen(command, **kwargs)`` in the spawning thread, in a session of its own, with a lifeline.
+
+        A session of its own: signals for this process's group (Ctrl-C in a terminal, Jupyter's interrupt and
+        its sweep of the kernel's process group at shutdown) do not reach the child; wslab stops it itself.
+        """
+        future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():
+                self._jobs = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._serve, args=(self._jobs,), name="wslab.services spawner", daemon=True)
+                self._thread.start()
+                self._pid = os.getpid()
+            self._jobs.put((list(command), kwargs, future))
+        return future
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[tuple[list[str], dict[str, Any], concurrent.futures.Future[subprocess.Popen[bytes]]]]) -> None:
+        while True:
+            command, kwargs, future = jobs.get()
+            try:
+                process = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with(os.getpid()), **kwargs)
+            except BaseException as exc:  # handed to the caller, who raises it
+                future.set_exception(exc)
+            else:
+                future.set_result(process)
+
+
+_spawner = _Spawner()
+
+
+async def _popen(command: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a child process (see :class:`_Spawner`) without blocking this loop while it forks."""
+    future = _spawner.submit(command, **kwargs)
+    try:
+        return await asyncio.to_thread(future.result)
+    except asyncio.CancelledError:  # nobody will own the child: end it as soon as it exists
+        future.add_done_callback(_end_unowned)
+        raise
+
+
+def _end_unowned(future: concurrent.futures.Future[subprocess.Popen[bytes]]) -> None:
+    if future.exception() is None:
+        future.result().kill()
+        future.result().wait()
+
+
+# -- directories: one per process, one inside it per service ------------------------------------------------
+
+_directories_lock = threading.Lock()
+_swept_in = 0  # the process that already removed the directories of dead owners
+
+
+def _user() -> str:
+    try:
+        name = getpass.getuser()
+    except Exception:  # no login name (a container without a passwd entry): the uid will do
+        name = str(os.getuid())
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def _owner_directory() -> Path:
+    """``<tmp>/wslab-<user>-<pid>``: where this process's services keep their files."""
+    return Path(tempfile.gettempdir()) / f"wslab-{_user()}-{os.getpid()}"
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks after boot; "" where unknown), None if it is gone.
+
+    Comparing start times tells a dead owner from a new process that got the same pid (pids are reused).
+    """
+    if os.path.exists("/proc/self/stat"):
+        try:
+            with open(f"/proc/{pid}/stat") as status:
+                state, *fields = status.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return None if state == "Z" else fields[18]  # a zombie has exited already
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, someone else's
+        pass
+    return ""
+
+
+def _remove_dead_owners() -> None:
+    """Remove this user's ``wslab-<user>-<pid>`` directories whose process is gone (killed, crashed)."""
+    pattern = re.compile(rf"wslab-{re.escape(_user())}-(\d+)")
+    with contextlib.suppress(OSError):
+        for entry in Path(tempfile.gettempdir()).iterdir():
+            found = pattern.fullmatch(entry.name)
+            if found is None:
+                continue
+            try:
+                info = entry.lstat()
+                recorded = (entry / "owner").read_text()
+            except OSError:  # gone meanwhile, or an owner still writing its "owner" file
+                continue
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and _started(int(found[1])) != recorded:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _service_directory(kind: str) -> Path:
+    """A new directory for one service, inside this process's directory (made, with its owner file, if needed).
+
+    The first call in a process also removes the directories that dead processes left behind.
+    """
+    global _swept_in
+    with _directories_lock:
+        if _swept_in != os.getpid():
+            _remove_dead_owners()
+            _swept_in = os.getpid()
+        home = _owner_directory()
+        try:
+            home.mkdir(mode=0o700)
+        except FileExistsError:
+            info = home.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                raise RuntimeError(f"{home} exists and is not this user's directory: remove it, or set TMPDIR") from None
+        else:
+            (home / "owner").write_text(_started(os.getpid()) or "")
+        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=home))
+
+
+def _remove_directory(directory: Path) -> None:
+    """Remove a service's directory, and this process's directory once no service is left in it."""
+    shutil.rmtree(directory, ignore_errors=True)
+    home = directory.parent
+    with _directories_lock, contextlib.suppress(OSError):
+        if home == _owner_directory() and all(entry.name == "owner" for entry in home.iterdir()):
+            (home / "owner").unlink()
+            home.rmdir()
+
+
 class Service:
     """A child process wslab started, with its own temporary directory; ``stop()`` ends both."""
 
     program = ""
+    kind = "a child process"
 
     def __init__(self, name: str, process: subprocess.Popen[bytes], directory: Path) -> None:
         self.name = name
         self.process = process
         self.directory = directory
         self.port = 0  # the TCP port, where it has one (redis here listens on a unix socket only)
+        self._told: subprocess.Popen[bytes] | None = None  # the process that got SIGTERM already
 
     @property
     def pid(self) -> int:
@@ -70,17 +275,22 @@ class Service:
 
     def _stop_now(self) -> None:
         self._end_process()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        _remove_directory(self.directory)
         _unregister(self)
 
-    def _end_process(self) -> None:
-        if self.process.poll() is None:
+    def _terminate(self) -> None:
+        """Send SIGTERM, once: several services can then exit side by side."""
+        if self.process.poll() is None and self._told is not self.process:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
+            self._told = self.process
+
+    def _end_process(self) -> None:
+        self._terminate()
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
 
     def kill(self) -> None:
         """``kill -9``: the process dies at once, as in a crash (its directory stays until ``stop()``)."""
@@ -98,6 +308,7 @@ class RedisServer(Service):
     reach it, which matters on a shared hub). ``url`` is what ``redis.asyncio.from_url`` takes."""
 
     program = "redis-server"
+    kind = "a redis-server process (services.start_redis)"
 
     @property
     def socket_path(self) -> Path:
@@ -110,7 +321,7 @@ class RedisServer(Service):
     async def restart(self) -> None:
         """Stop this Redis (SIGTERM; nothing is saved) and start a new one on the same socket: an empty Redis."""
         await asyncio.to_thread(self._end_process)
-        self.process = subprocess.Popen(self.process.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = await _popen(self.process.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await _until_ready(self, lambda: _redis_answers(self.socket_path))
 
 
@@ -118,13 +329,15 @@ class Nginx(Service):
     """``nginx`` as a reverse proxy on ``127.0.0.1:port`` in front of WebSocket servers (``upstreams``)."""
 
     program = "nginx"
+    kind = "an nginx process (services.start_nginx)"
 
     def __init__(
         self, name: str, process: subprocess.Popen[bytes], directory: Path, binary: str, port: int,
-        upstreams: Sequence[int], options: dict[str, str],
+        upstreams: Sequence[int], options: dict[str, str], token: str,
     ) -> None:
         super().__init__(name, process, directory)
         self.binary, self.port, self.upstreams, self.options = binary, port, list(upstreams), dict(options)
+        self.token = token  # what this nginx, and no other program, answers at READY_PATH
 
     @property
     def uri(self) -> str:
@@ -134,7 +347,7 @@ class Nginx(Service):
         """Send new connections to ``upstreams`` only (e.g. to take a draining server out): nginx reloads
         its config; connections already open stay where they are."""
         self.upstreams = list(upstreams)
-        _write_nginx_config(self.directory, self.port, self.upstreams, self.options)
+        _write_nginx_config(self.directory, self.port, self.upstreams, self.options, self.token)
         before = len(self.log())
         done = await asyncio.to_thread(
             subprocess.run, _nginx_command(self.binary, self.directory) + ["-s", "reload"],
@@ -151,6 +364,7 @@ class ChatProcess(Service):
     """``python -m wslab.chat`` as a process of its own; ``log()`` is everything it printed."""
 
     program = "python -m wslab.chat"
+    kind = "a chat process (services.start_chat)"
 
     @property
     def uri(self) -> str:
@@ -172,12 +386,16 @@ class ChatProcess(Service):
 
 async def start_chat(name: str = "chat", *, redis: str | None = None, args: Sequence[str] = ()) -> ChatProcess:
     """Start ``python -m wslab.chat --port 0 [--redis URL] ARGS``; return once it prints where it listens."""
-    directory = Path(tempfile.mkdtemp(prefix="wslab-chat-"))
     command = [sys.executable, "-m", "wslab.chat", "--port", "0", *(["--redis", redis] if redis else []), *args]
-    await _replace(name)
-    with open(directory / "log", "wb") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    await _replace(name, ChatProcess.kind)
+    directory = await asyncio.to_thread(_service_directory, "chat")
+    try:
+        with open(directory / "log", "wb") as log:
+            process = await _popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except BaseException:
+        _remove_directory(directory)
+        raise
     service = ChatProcess(name, process, directory)
     try:
         await _until_ready(service, lambda: "listening on " in service.log())
@@ -227,7 +445,8 @@ def need(*programs: str) -> bool:
 async def start_redis(name: str = "redis") -> RedisServer:
     """Start ``redis-server`` in a temporary directory, on a unix socket; return once it answers PING."""
     binary = _program("redis-server", "redis-server")
-    directory = Path(tempfile.mkdtemp(prefix="wslab-redis-"))
+    await _replace(name, RedisServer.kind)
+    directory = await asyncio.to_thread(_service_directory, "redis")
     service: RedisServer | None = None
     try:
         command = [
@@ -235,15 +454,14 @@ async def start_redis(name: str = "redis") -> RedisServer:
             "--dir", str(directory), "--logfile", str(directory / "log"), "--save", "", "--appendonly", "no",
             "--daemonize", "no",
         ]
-        await _replace(name)
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = await _popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         service = RedisServer(name, process, directory)
         await _until_ready(service, lambda: _redis_answers(service.socket_path))
     except BaseException:
         if service is not None:
             service._stop_now()
         else:
-            shutil.rmtree(directory, ignore_errors=True)
+            _remove_directory(directory)
         raise
     _registry[name] = service
     return service
@@ -252,37 +470,69 @@ async def start_redis(name: str = "redis") -> RedisServer:
 async def start_nginx(upstreams: Sequence[int], name: str = "nginx", **options: str) -> Nginx:
     """Start ``nginx`` on a free port of 127.0.0.1, proxying WebSockets to ``127.0.0.1:<each upstream>``.
 
-    ``options`` set nginx directives in the proxied location, e.g. ``proxy_read_timeout="2s"``.
+    ``options`` set nginx directives in the proxied location, e.g. ``proxy_read_timeout="2s"``. It counts as
+    started once it answers :data:`READY_PATH` with the token of this start: a program that merely answers on
+    its port is not this nginx. The free port is found by binding, so another program may take it before nginx
+    does: nginx then tries another, and after five a :class:`PortInUseError` says so.
     """
     binary = _program("nginx", "nginx")
-    directory = Path(tempfile.mkdtemp(prefix="wslab-nginx-"))
-    await _replace(name)
-    for attempt in range(5):  # the free port is found by binding, so another program may take it first
-        port = _free_port()
-        _write_nginx_config(directory, port, upstreams, options)
-        process = subprocess.Popen(
-            _nginx_command(binary, directory), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        service = Nginx(name, process, directory, binary, port, upstreams, options)
+    await _replace(name, Nginx.kind)
+    taken: list[str] = []
+    while len(taken) < _PORT_ATTEMPTS:
+        port, token = _free_port(), secrets.token_hex(8)
+        directory = await asyncio.to_thread(_service_directory, "nginx")
+        service: Nginx | None = None
         try:
-            await _until_ready(service, lambda: _port_answers(port))
-            break
-        except RuntimeError:
-            if "Address already in use" not in service.log() or attempt == 4:
-                service._stop_now()
-                raise
-        except BaseException:
+            _write_nginx_config(directory, port, upstreams, options, token)
+            process = await _popen(
+                _nginx_command(binary, directory), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            service = Nginx(name, process, directory, binary, port, upstreams, options, token)
+            await _until_ready(service, _nginx_ready(service))
+        except _PortTaken as failure:
+            assert service is not None
             service._stop_now()
+            taken.append(str(failure))
+            continue
+        except BaseException:
+            if service is not None:
+                service._stop_now()
+            else:
+                _remove_directory(directory)
             raise
-    _registry[name] = service
-    return service
+        _registry[name] = service
+        return service
+    raise PortInUseError(
+        errno.EADDRINUSE,
+        f"nginx could not listen: another program took each of the {_PORT_ATTEMPTS} free ports it was given "
+        f"before nginx could bind it. nginx said: {'; '.join(dict.fromkeys(taken))}",
+    )
+
+
+class _PortTaken(Exception):
+    """nginx could not bind its port: another program has it (the message is nginx's own line)."""
+
+
+def _nginx_ready(service: Nginx) -> Callable[[], bool]:
+    """The readiness test of one nginx start: its own token at READY_PATH; _PortTaken if its bind failed."""
+
+    def ready() -> bool:
+        failed = next((line for line in service.log().splitlines() if f"bind() to 127.0.0.1:{service.port} failed" in line), None)
+        if failed is not None:
+            message = failed.split("[emerg] ", 1)[-1].split(": ", 1)[-1]
+            if "(98:" in failed:
+                raise _PortTaken(message)
+            raise RuntimeError(f"nginx could not listen: {message}")
+        return _nginx_answers(service.port, service.token)
+
+    return ready
 
 
 def _nginx_command(binary: str, directory: Path) -> list[str]:
     return [binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", str(directory / "log")]
 
 
-def _write_nginx_config(directory: Path, port: int, upstreams: Sequence[int], options: dict[str, str]) -> None:
+def _write_nginx_config(directory: Path, port: int, upstreams: Sequence[int], options: dict[str, str], token: str) -> None:
     """The whole config: every path inside ``directory``, the WebSocket upgrade headers passed on."""
     d = directory
     user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""  # as root, workers would run as nobody
@@ -308,6 +558,10 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
+        location = {READY_PATH} {{
+            default_type text/plain;
+            return 200 "{token}";
+        }}
         location / {{
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -323,8 +577,9 @@ http {{
     )
 
 
-async def _replace(name: str) -> None:
-    previous = _registry.get(name)
+async def _replace(name: str, kind: str) -> None:
+    """Stop the service that runs under ``name``, as a re-run cell expects; NameTakenError if it is of another kind."""
+    previous = _previous(name, kind)
     if previous is not None:
         await previous.stop()
 
@@ -348,10 +603,15 @@ def _redis_answers(path: Path) -> bool:
     return False
 
 
-def _port_answers(port: int) -> bool:
+def _nginx_answers(port: int, token: str) -> bool:
+    """True if what answers on ``port`` is the nginx started with ``token``."""
     with contextlib.suppress(OSError):
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(f"GET {READY_PATH} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            answer = b""
+            while len(answer) < 65536 and (chunk := sock.recv(4096)):
+                answer += chunk
+            return answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n" + token.encode())
     return False
 
 
@@ -363,6 +623,11 @@ def _free_port() -> int:
 
 @atexit.register
 def _stop_services_at_exit() -> None:
-    for service in [s for s in list(_registry.values()) if isinstance(s, Service)]:
+    """Stop every service as the interpreter exits: SIGTERM to all first, so that they exit side by side."""
+    services = [s for s in list(_registry.values()) if isinstance(s, Service)]
+    for service in services:
+        with contextlib.suppress(Exception):
+            service._terminate()
+    for service in services:
         with contextlib.suppress(Exception):
             service._stop_now()

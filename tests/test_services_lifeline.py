@@ -1,0 +1,243 @@
+"""Child services never outlive their owner, never collide with another kind, and nginx is really ours.
+
+The faults reproduced: a killed kernel left redis-server, the chat and nginx running (nginx still served); a
+kernel shut down normally never ran its exit handlers (the kernel's sweep of its process group waited on our
+unreaped children until Jupyter killed it), so directories leaked; a chat process and an in-process chat both
+named "chat" stopped each other; nginx counted as started when any program answered its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import wslab
+from wslab import services
+from wslab.chat.server import ChatServer
+from wslab.errors import PortInUseError
+from wslab.servers import NameTakenError
+
+from .conftest import require
+from .test_services import alive
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+
+START_ALL_THREE = """
+from wslab import services
+r = await services.start_redis()
+c = await services.start_chat(redis=r.url)
+n = await services.start_nginx([c.port])
+print(r.pid, c.pid, n.pid, r.directory.parent, flush=True)
+"""
+
+
+@pytest.fixture
+def programs() -> None:
+    require(shutil.which("redis-server") is not None, "redis-server (Debian package redis-server)")
+    require(shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx"), "nginx (Debian package nginx)")
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (nginx's workers, say)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+async def gone(pids: list[int], within: float = 10.0) -> list[int]:
+    """Wait (bounded) until none of ``pids`` runs; return those still running."""
+    deadline = time.monotonic() + within
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return left
+
+
+async def python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (top-level await allowed); its stdout. Fails on stderr or an error."""
+    script = "import asyncio\nasync def main():\n" + textwrap.indent(code, "    ") + "\nasyncio.run(main())\n"
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=40
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return done.stdout
+
+
+@linux_only
+async def test_children_die_with_a_killed_parent_and_the_next_start_removes_its_directory(programs: None) -> None:
+    script = "import asyncio\nasync def main():\n" + textwrap.indent(START_ALL_THREE + "await asyncio.Event().wait()", "    ")
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script + "\nasyncio.run(main())\n", stdout=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    async with asyncio.timeout(30):
+        *pids, home = (await parent.stdout.readline()).decode().split()
+    children = [int(p) for p in pids]
+    children += children_of(children[2])  # nginx's worker
+    assert len(children) >= 4 and all(alive(p) for p in children) and Path(home).is_dir()
+    assert Path(home).name == f"wslab-{services._user()}-{parent.pid}"
+    parent.kill()  # as the out-of-memory killer would: no exit handler runs
+    await parent.wait()
+    assert await gone(children) == []  # each got SIGTERM from the kernel (its lifeline) and exited
+    assert Path(home).is_dir()  # nobody removed it yet: the next start does
+    await python("from wslab import services\nredis = await services.start_redis()\nawait redis.stop()")
+    assert not Path(home).exists()
+
+
+@linux_only
+async def test_a_kernel_shut_down_normally_stops_its_services_and_leaves_no_directory(programs: None, tmp_path: Path) -> None:
+    from jupyter_client.manager import AsyncKernelManager
+
+    marker = tmp_path / "atexit-ran"
+    manager = AsyncKernelManager(kernel_name="python3")
+    await manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=30)
+        out = await run(client, f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).touch)\n" + START_ALL_THREE)
+        *pids, home = out.split()
+        children = [int(p) for p in pids]
+        await manager.interrupt_kernel()  # Jupyter's interrupt signals the kernel's process group...
+        out = await run(client, "print(all(s.running for s in (r, c, n)))")
+        assert out == "True\n"  # ...which the services are not in: they keep running
+        await manager.shutdown_kernel(now=False)
+    finally:
+        client.stop_channels()
+        if await manager.is_alive():
+            await manager.shutdown_kernel(now=True)
+    assert marker.exists()  # the kernel exited by itself, running its exit handlers (before: killed by Jupyter)
+    assert await gone(children) == []
+    assert not Path(home).exists()
+
+
+async def run(client, code: str) -> str:  # type: ignore[no-untyped-def]
+    """Execute ``code`` in the kernel; its printed output (an error fails the test)."""
+    msg_id = client.execute(code)
+    out = ""
+    async with asyncio.timeout(40):
+        while True:
+            message = await client.get_iopub_msg()
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = message["msg_type"], message["content"]
+            assert kind != "error", content
+            if kind == "stream":
+                out += content["text"]
+            if kind == "status" and content["execution_state"] == "idle":
+                return out
+
+
+@linux_only
+def test_only_directories_of_dead_owners_are_removed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    user = services._user()
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+
+    def owned_by(pid: int, started: str | None, user: str = user) -> Path:
+        directory = tmp_path / f"wslab-{user}-{pid}"
+        (directory / "redis-x").mkdir(parents=True)
+        (directory / "owner").write_text(started or "")
+        return directory
+
+    dead = owned_by(ended.pid, "12345")
+    reused = owned_by(os.getppid(), "1")  # a live pid, but another process than the one that made it
+    living = owned_by(os.getpid(), services._started(os.getpid()))
+    another_users = owned_by(ended.pid, "12345", user=user + "x")
+    services._remove_dead_owners()
+    assert not dead.exists() and not reused.exists()
+    assert living.exists() and another_users.exists()
+
+
+async def test_a_chat_process_and_an_in_process_chat_refuse_to_share_a_name() -> None:
+    process = await services.start_chat()  # both are named "chat" by default
+    try:
+        with pytest.raises(NameTakenError, match=r"'chat' is taken by a chat process \(services.start_chat\)"):
+            await ChatServer().start()
+        assert process.running  # it used to get SIGTERM here
+        in_process = await ChatServer().start(name="chat-in-kernel")  # the way out the message names
+        await in_process.stop()
+    finally:
+        await process.stop()
+    chat = ChatServer()
+    await chat.start()
+    homes_before = set(Path(tempfile.gettempdir()).glob(f"wslab-{services._user()}-{os.getpid()}/chat-*"))
+    try:
+        with pytest.raises(NameTakenError, match=r"taken by a WebSocket server of this process .* a chat process"):
+            await services.start_chat()
+        assert set(Path(tempfile.gettempdir()).glob(f"wslab-{services._user()}-{os.getpid()}/chat-*")) == homes_before
+    finally:
+        await wslab.stop_all()
+
+
+async def test_rerunning_a_service_cell_still_replaces_it(programs: None) -> None:
+    first = await services.start_redis()
+    second = await services.start_redis()
+    assert not alive(first.pid) and not first.directory.exists()
+    assert wslab.running() == {"redis": ""} and second.running
+    await second.stop()
+
+
+async def test_nginx_is_not_ready_because_another_program_answers_its_port(programs: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def someone_else(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\nsomeone else's server")
+        await writer.drain()
+        writer.close()
+
+    theirs = await asyncio.start_server(someone_else, "127.0.0.1", 0)
+    taken = theirs.sockets[0].getsockname()[1]
+    monkeypatch.setattr(services, "_free_port", lambda: taken)  # the race, made certain: each free port is taken
+    try:
+        started = time.monotonic()
+        with pytest.raises(PortInUseError, match=rf"bind\(\) to 127.0.0.1:{taken} failed \(98: Address already in use\)"):
+            await services.start_nginx([9])  # it used to return, and its URL answered "someone else's server"
+        assert time.monotonic() - started < 5  # nginx's own retries would take 2.5 s for each port
+        assert "nginx" not in wslab.running()
+        home = services._owner_directory()
+        assert not home.exists() or not list(home.glob("nginx-*"))
+    finally:
+        theirs.close()
+        await theirs.wait_closed()
+
+
+async def test_nginx_moves_to_another_port_when_its_first_is_taken(programs: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    free_port = services._free_port
+    holder = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    ports = iter([holder.sockets[0].getsockname()[1]])
+    monkeypatch.setattr(services, "_free_port", lambda: next(ports, None) or free_port())
+    backend = await wslab.start(echo_path)
+    try:
+        proxy = await services.start_nginx([backend.port])
+        assert proxy.port != holder.sockets[0].getsockname()[1]
+        answer = await wslab.http_get(f"http://127.0.0.1:{proxy.port}{services.READY_PATH}")
+        assert (answer.status, answer.body) == (200, proxy.token.encode())
+        from websockets.asyncio.client import connect
+
+        async with connect(proxy.uri + "/through", proxy=None) as ws:
+            assert await ws.recv() == "/through"
+        await proxy.stop()
+    finally:
+        await backend.stop()
+        holder.close()
+        await holder.wait_closed()
+
+
+async def echo_path(websocket) -> None:  # type: ignore[no-untyped-def]
+    await websocket.send(websocket.request.path)
