@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine
 from http import HTTPStatus
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, TypeVar
 
 import pytest
 
@@ -14,6 +18,7 @@ from wslab.chat.client import ChatClient
 
 from .conftest import CHROMIUM, CHROMIUM_FLAGS, require
 
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -201,3 +206,91 @@ async def test_a_refusal_after_the_handshake_is_not_retried(browser: Any) -> Non
     await page.close()
     await chat.server.stop()  # type: ignore[union-attr]
     assert sum(line.endswith("connected to /ws") for line in chat.server.transcript.lines) == 1  # type: ignore[union-attr]
+
+
+class ChatInAThread:
+    """A chat on an event loop of its own, in a thread: ``freeze()`` blocks that loop, as a hung server would be."""
+
+    def __init__(self, chat: ChatServer) -> None:
+        self.chat = chat
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thawed = threading.Event()
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    def freeze(self) -> None:
+        """Block the chat's loop until ``thaw()``: TCP still accepts (the kernel does), nothing answers."""
+        self.loop.call_soon_threadsafe(self.thawed.wait)
+
+    def thaw(self) -> None:
+        self.thawed.set()
+
+
+@contextlib.asynccontextmanager
+async def chat_in_a_thread(**kwargs: Any) -> AsyncIterator[ChatInAThread]:
+    frozen = ChatInAThread(ChatServer(**kwargs))
+    frozen.thread.start()
+    try:
+        await frozen.run(frozen.chat.start())
+        yield frozen
+    finally:
+        frozen.thaw()
+        if frozen.chat.server is not None:
+            await frozen.run(frozen.chat.server.stop())
+        frozen.loop.call_soon_threadsafe(frozen.loop.stop)
+        frozen.thread.join(5)
+        frozen.loop.close()
+
+
+async def test_the_page_notices_a_frozen_server_and_comes_back_when_it_thaws(browser: Any) -> None:
+    async with chat_in_a_thread(heartbeat=1) as frozen:
+        chat = frozen.chat
+        page = await browser.new_page()
+        async with ChatClient(chat.ws_uri, timeout=20) as bob:  # bob keeps the room (and its history) alive
+            await bob.join("lobby", "bob")
+            await join(page, chat.http_url, "ada")
+            frozen.freeze()  # no FIN, no RST: without a heartbeat the page would say "connected" for minutes
+            await say(page, "anyone there?")
+            await page.wait_for_selector("#status:has-text('no message from the server')", timeout=10000)
+            status = await page.text_content("#status")
+            assert status.startswith("disconnected: 1006 no message from the server for 3 s; reconnecting in"), status
+            frozen.thaw()
+            back = await page.wait_for_selector("#messages li[data-type=reconnected]", timeout=15000)
+            assert await back.text_content() == "back after: 1006 no message from the server for 3 s"
+            assert await page.text_content("#status") == "connected (protocol version 1)"
+            # Sent before the page gave up, it was in the TCP buffers: delivered once the server woke.
+            assert (await next_of(bob, "message"))["text"] == "anyone there?"
+            await sees(page, "ada: anyone there?")  # in the history of the room the page joined again
+            await say(page, "back again")
+            assert (await next_of(bob, "message"))["text"] == "back again"
+        await page.close()
+
+
+async def test_the_pages_own_pings_never_get_it_kicked(browser: Any) -> None:
+    chat = ChatServer(rate=1, burst=3, heartbeat=1)
+    await chat.start()
+    page = await browser.new_page()
+    pinged = asyncio.Event()
+    pings = []
+
+    def on_websocket(ws: Any) -> None:
+        def sent(payload: Any) -> None:
+            if '"ping"' in str(payload):
+                pings.append(payload)
+                if len(pings) == 3:
+                    pinged.set()
+        ws.on("framesent", sent)
+
+    page.on("websocket", on_websocket)
+    await join(page, chat.http_url, "ada")
+    await asyncio.wait_for(pinged.wait(), 10)  # three pings, one a second: as many as the message rate allows
+    for n in range(3):  # then a whole burst of messages: a ping that took a token would make this one too many
+        await say(page, f"burst {n}")
+    for n in range(3):
+        await sees(page, f"ada: burst {n}")
+    assert await page.text_content("#status") == "connected (protocol version 1)"
+    assert not any("rate limit" in line for line in chat.server.transcript.lines)  # type: ignore[union-attr]
+    await page.close()
+    await chat.server.stop()  # type: ignore[union-attr]

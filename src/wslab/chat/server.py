@@ -269,23 +269,19 @@ class ChatServer:
                 if client.closing:
                     continue  # read on, so that the client's answer to our close frame gets through
                 try:
-                    message: dict[str, Any] | ChatError = parse_client(data, self.client_types)
+                    message = parse_client(data, self.client_types)
                 except ChatError as exc:
-                    message = exc
-                ping = isinstance(message, dict) and message["type"] == "ping"
-                if not (pings if ping else limit).allow():
-                    self.close(client, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                    if self._within(client, limit):  # a refused message counts like any other
+                        self._refuse(client, exc)
                     continue
-                try:
-                    if isinstance(message, ChatError):
-                        raise message
-                    if ping:
+                if message["type"] == "ping":  # a limit of its own: a page's pings never cost it a message
+                    if self._within(client, pings):
                         self.reply(client, {"type": "pong"})
-                    else:
+                elif self._within(client, limit):
+                    try:
                         self.receive(client, message)
-                except ChatError as exc:
-                    print(f"error {exc.code}: {exc}")
-                    self.reply(client, {"type": "error", "code": exc.code, "error": str(exc)})
+                    except ChatError as exc:
+                        self._refuse(client, exc)
         except ConnectionClosed:  # vanished, or closed with an error code: leave all the same
             pass
         finally:
@@ -295,6 +291,18 @@ class ChatServer:
             if not self.per_ip[client.ip]:
                 del self.per_ip[client.ip]
             self._leave(client)
+
+    def _within(self, client: Client, limit: RateLimit) -> bool:
+        """True if ``client`` may send one more message under ``limit``; else close it with 1008 and say False."""
+        if limit.allow():
+            return True
+        self.close(client, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        return False
+
+    def _refuse(self, client: Client, error: ChatError) -> None:
+        """Answer a message that was refused with an ``error``, to its sender only."""
+        print(f"error {error.code}: {error}")
+        self.reply(client, {"type": "error", "code": error.code, "error": str(error)})
 
     async def _authenticate(self, client: Client) -> None:
         """Wait for ``{"type": "auth", "token": ...}``; close with 1008 on anything else or after auth_timeout."""
