@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from ..guards import header
 from ..transcript import visible
 from .bus import Bus, BusUnavailable, EventId, LocalBus, RedisBus
 from .protocol import ChatError, encode_bytes, nick_key
@@ -41,7 +42,7 @@ def forwarded_ip(connection: ServerConnection, proxies: set[str]) -> str:
     address = connection.remote_address
     peer = str(address[0]) if address else ""
     if peer in proxies:
-        forwarded = connection.request.headers.get("X-Forwarded-For") if connection.request else None
+        forwarded = header(connection.request.headers, "X-Forwarded-For") if connection.request else None
         if forwarded:
             return forwarded.rsplit(",", 1)[-1].strip()
     return peer
@@ -78,15 +79,28 @@ class ClusterChat(ChatServer):
             self.bus.name = f"{name} bus"
         await self.bus.start(self._deliver, self._members)
         try:
-            return await super().start(name=name, **kwargs)
+            server = await super().start(name=name, **kwargs)
         except BaseException:
             await self.bus.close()
             raise
+        stop_serving = server.stop
+
+        async def stop_serving_then_the_bus(close_timeout: float | None = None) -> None:
+            await stop_serving(close_timeout)
+            await self._close_bus()
+
+        # However the server is stopped (``async with``, ``server.stop()``, ``stop_all()``), the bus stops after it
+        server.stop = stop_serving_then_the_bus  # type: ignore[method-assign]
+        return server
 
     async def stop(self) -> None:
-        """Stop serving, give the members' departures up to ``DEPARTURES`` s to reach the bus, close the bus."""
+        """Stop serving, then close the bus (as ``server.stop()`` does)."""
         if self.server is not None:
             await self.server.stop()
+        await self._close_bus()
+
+    async def _close_bus(self) -> None:
+        """Give the members' departures up to ``DEPARTURES`` s to reach the bus, then close it."""
         pending = [*self._departures, *self._chains.values()]
         if pending:
             await asyncio.wait(pending, timeout=DEPARTURES)
