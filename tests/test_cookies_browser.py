@@ -61,7 +61,9 @@ async def playwright() -> AsyncIterator[Any]:
         yield playwright
 
 
-async def handshakes(playwright: Any, profile: Path, cookie: str, from_pages: list[str]) -> list[tuple[str, str | None, str]]:
+async def handshakes(
+    playwright: Any, profile: Path, cookie: str, from_pages: list[str]
+) -> list[tuple[str, str | None, str]]:
     """Log in on localhost, open the WebSocket from each page; (Origin, Cookie, what the page saw) per page.
 
     The app's pages are on one port, its WebSocket server on another (cookies ignore ports), and it accepts
@@ -76,7 +78,8 @@ async def handshakes(playwright: Any, profile: Path, cookie: str, from_pages: li
     other = await wslab.start(only_pages, name="other-pages", process_request=pages(cookie))
     own_origin = f"http://localhost:{app.port}"
     socket = await wslab.start(welcome, name="app-socket", origins=[own_origin], process_request=record)
-    browser = await playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    chromium = playwright.chromium
+    browser = await chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
     try:
         page = browser.pages[0]
         await page.goto(f"{own_origin}/login")

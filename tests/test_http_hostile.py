@@ -63,7 +63,8 @@ def chunked_body(draw: st.DrawFn) -> bytes:
     body = b""
     for data in draw(st.lists(st.binary(max_size=300), max_size=5)):
         size = draw(st.just(f"{len(data):x}".encode()) | CHUNK_SIZE)
-        body += size + draw(st.sampled_from([b"", b";ext=1"])) + b"\r\n" + data + draw(st.sampled_from([b"\r\n", b"", b"xx"]))
+        extension, end = draw(st.sampled_from([b"", b";ext=1"])), draw(st.sampled_from([b"\r\n", b"", b"xx"]))
+        body += size + extension + b"\r\n" + data + end
     if draw(st.booleans()):
         body += b"0\r\n" + b"".join(line + b"\r\n" for line in draw(st.lists(HEADER_LINE, max_size=2))) + b"\r\n"
     return body
@@ -148,8 +149,11 @@ FIELD = st.tuples(
 )
 
 
+Case = tuple[bytes, int, str, list[tuple[str, str]], bytes, bool]
+
+
 @st.composite
-def well_formed(draw: st.DrawFn) -> tuple[bytes, int, str, list[tuple[str, str]], bytes, bool]:
+def well_formed(draw: st.DrawFn) -> Case:
     """An answer that follows the rules: (bytes sent, status, reason, headers, body, keep the connection open)."""
     status = draw(st.integers(200, 599).filter(lambda code: code not in (204, 304)))
     reason = draw(FIELD_TEXT)
@@ -163,7 +167,8 @@ def well_formed(draw: st.DrawFn) -> tuple[bytes, int, str, list[tuple[str, str]]
         framed = [*headers, ("Transfer-Encoding", "chunked")]
         cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=4)))
         pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)]) if b > a]
-        payload = b"".join(f"{len(piece):X}".encode() + draw(st.sampled_from([b"", b";a=b", b" ;x"])) + b"\r\n" + piece + b"\r\n" for piece in pieces)
+        extensions = [draw(st.sampled_from([b"", b";a=b", b" ;x"])) for _ in pieces]
+        payload = b"".join(b"%X%s\r\n%s\r\n" % (len(piece), ext, piece) for piece, ext in zip(pieces, extensions))
         payload += b"0\r\n" + draw(st.sampled_from([b"", b"X-Trailer: 1\r\n"])) + b"\r\n"
     else:
         framed, payload = headers, body
@@ -174,7 +179,7 @@ def well_formed(draw: st.DrawFn) -> tuple[bytes, int, str, list[tuple[str, str]]
 
 @WELL_FORMED
 @given(well_formed())
-def test_an_answer_that_follows_the_rules_is_read_exactly(case: tuple[bytes, int, str, list[tuple[str, str]], bytes, bool]) -> None:
+def test_an_answer_that_follows_the_rules_is_read_exactly(case: Case) -> None:
     answer, status, reason, headers, body, keep_open = case
 
     async def ask(url: str) -> wslab.HttpAnswer:

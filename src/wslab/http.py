@@ -58,6 +58,7 @@ class _Progress:
     """How far the answer got, so that a timeout or a closed connection can say what did arrive."""
 
     lines: list[bytes] = field(default_factory=list)  # status line and header lines read so far
+    head_size: int = 0  # their bytes
     framing: str = ""  # what ends the body, once the headers are read: "a 10-byte body"
     body: bytearray = field(default_factory=bytearray)
 
@@ -72,12 +73,13 @@ class _Progress:
         if not self.lines and not partial:
             return "the server closed the connection without answering"
         if not self.framing:
-            size = sum(map(len, self.lines)) + partial
+            size = self.head_size + partial
             return f"the server closed the connection after {size} bytes, before the headers ended"
         return f"the server closed the connection after {len(self.body)} bytes of {self.framing}"
 
     def _head(self) -> str:
-        return f"{self.lines[0][:80].decode('latin-1')!r} and {len(self.lines) - 1} header lines"
+        count = len(self.lines) - 1
+        return f"{self.lines[0][:-2][:80].decode('latin-1')!r} and {count} header line{'' if count == 1 else 's'}"
 
 
 async def http_get(
@@ -85,9 +87,9 @@ async def http_get(
 ) -> HttpAnswer:
     """GET ``url`` (``http://`` or a server's ``ws://`` address) without blocking the event loop.
 
-    It runs on the kernel's loop next to the server it asks, so a background server keeps serving. It asks
-    with ``Connection: close`` and takes at most ``timeout`` seconds in all: past that, ``TimeoutError``
-    says how much of the answer had arrived. A server that closes the connection early, or answers with
+    It runs on the kernel's loop next to the server it asks, so a background server keeps serving. It sends
+    ``headers`` (ASCII) and ``Connection: close``, and takes at most ``timeout`` seconds in all: past that,
+    ``TimeoutError`` says how much of the answer had arrived. A server that closes the connection early, or answers with
     something that is not HTTP, or with a body over ``max_size`` bytes, raises :class:`NoHttpAnswer`
     naming the URL and what was wrong.
 
@@ -99,7 +101,7 @@ async def http_get(
     if parts.scheme not in ("http", "ws") or not parts.hostname or parts.port is None:
         raise ValueError(f"http_get needs http://host:port/path or ws://host:port/path, got {url!r}")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    fields = {"Host": parts.netloc, **(headers or {}), "Connection": "close"}
+    fields = {"Host": parts.netloc.rpartition("@")[2], **(headers or {}), "Connection": "close"}
     for name, value in fields.items():
         if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value) or not value.isascii():
             raise ValueError(f"http_get cannot send the header {name!r}: {value!r}")
@@ -132,6 +134,7 @@ async def _read_answer(reader: asyncio.StreamReader, max_size: int, got: _Progre
     """The first answer that is not a 1xx interim one, with its body."""
     for _ in range(INTERIM_LIMIT + 1):
         got.lines.clear()
+        got.head_size = 0
         status, reason, headers = await _read_head(reader, got)
         if not (100 <= status < 200 and status != 101):  # 101: the server switched protocols, no HTTP body
             break
@@ -159,7 +162,8 @@ async def _read_head(reader: asyncio.StreamReader, got: _Progress) -> tuple[int,
     """The status line and the headers, each line checked."""
     while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
         got.lines.append(line)
-        if sum(map(len, got.lines)) > HEAD_LIMIT:
+        got.head_size += len(line)
+        if got.head_size > HEAD_LIMIT:
             raise _Refused("the answer's headers are too long (over 64 KiB)")
     if not got.lines:
         raise _Refused("not an HTTP answer: an empty line instead of a status line")
@@ -194,12 +198,12 @@ def _declared_length(headers: Headers, max_size: int) -> int | str | None:
         raise _Refused("the answer has both Content-Length and Transfer-Encoding (which one ends the body?)")
     if codings:
         if [coding.lower() for coding in codings] != ["chunked"]:
-            raise _Refused(f"Transfer-Encoding {', '.join(codings)[:80]!r} is not supported (only one chunked)")
+            raise _Refused(f"Transfer-Encoding {', '.join(codings)[:80]!r} is not supported (only a single chunked)")
         return "chunked"
     if not lengths:
         return None
     if len(lengths) > 1:
-        raise _Refused(f"the answer has different Content-Length headers: {sorted(lengths)!r}"[:160])
+        raise _Refused(f"the answer has different Content-Length headers: {', '.join(sorted(lengths))[:80]!r}")
     (length,) = lengths
     if not _DIGITS.fullmatch(length):
         raise _Refused(f"the answer's Content-Length is not a number: {length[:40]!r}")
