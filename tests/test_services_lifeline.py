@@ -69,10 +69,14 @@ async def gone(pids: list[int], within: float = 10.0) -> list[int]:
 
 
 async def python(code: str) -> str:
-    """Run ``code`` in a fresh interpreter (top-level await allowed); its stdout. Fails on stderr or an error."""
-    script = "import asyncio\nasync def main():\n" + textwrap.indent(code, "    ") + "\nasyncio.run(main())\n"
+    """Run ``code`` in a fresh interpreter (top-level await allowed); its stdout. Fails on stderr or an error.
+
+    ``-W default`` shows every warning (a ResourceWarning, say); not ``-X dev``, whose slow-callback reports
+    depend on how busy the machine is.
+    """
+    script = "import asyncio, wslab.services\nasync def main():\n" + textwrap.indent(code, "    ") + "\nasyncio.run(main())\n"
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=40
+        subprocess.run, [sys.executable, "-W", "default", "-c", script], capture_output=True, text=True, timeout=40
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return done.stdout
