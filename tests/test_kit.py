@@ -159,3 +159,16 @@ async def test_another_process_on_the_machine_reaches_a_loopback_server() -> Non
             subprocess.run, [sys.executable, "-c", client, server.uri], capture_output=True, text=True, timeout=30
         )
     assert done.stdout.strip() == "from a classmate", done.stderr
+
+
+def test_every_solution_client_reaches_this_machine_whatever_the_proxy_variables() -> None:
+    # on a hub that sets http_proxy, `python -m pytest solutions` (TEACHING) must still PASS
+    calls = [
+        (chapter.stem, line.strip())
+        for chapter in CHAPTERS
+        for e in chapter.exercises
+        for line in (e.solution + e.hidden + e.after_code).splitlines() + chapter.wrong[1].splitlines()
+        if re.search(r"\bconnect\(", line)
+    ]
+    assert len(calls) >= 6
+    assert [call for call in calls if "proxy=None" not in call[1]] == []
