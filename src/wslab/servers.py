@@ -37,6 +37,8 @@ class _Stoppable(Protocol):
 # Every server wslab started and has not stopped yet, by name. Lives on the module,
 # so it survives re-running notebook cells.
 _registry: dict[str, _Stoppable] = {}
+# Stop tasks scheduled without an awaiting caller; kept so that they are not garbage-collected.
+_background: set[asyncio.Future[Any]] = set()
 
 
 class NameTakenError(ValueError):
@@ -57,8 +59,6 @@ def _previous(name: str, kind: str) -> _Stoppable | None:
             f"(name={name + '-2'!r}, say), or stop the other first (`await wslab.stop_all()` stops everything)."
         )
     return previous
-# Stop tasks scheduled without an awaiting caller; kept so that they are not garbage-collected.
-_background: set[asyncio.Future[Any]] = set()
 
 
 class BackgroundServer:

@@ -135,8 +135,10 @@ class ThreadedServer:
         """The loop did not run the stop in time: free the port and end every connection from this thread.
 
         A socket the loop watches must not be closed under it, so each listening socket's file descriptor is
-        pointed at ``/dev/null`` instead (the port is free at once; the loop closes that descriptor later), and
-        each connection gets ``shutdown()`` (its client sees the TCP connection end; the loop sees EOF).
+        pointed at ``/dev/null`` instead (the port is free at once; the loop, blocked, is not closing it at the
+        same instant, and closes that descriptor when it runs again), and each connection gets ``shutdown()``
+        (its client sees the TCP connection end; the loop sees EOF). The transcript stays attached to the
+        server's logger until that late stop is done, so what the handlers log meanwhile still lands there.
         """
         if self._stopped:
             return
@@ -162,7 +164,6 @@ class ThreadedServer:
         # Once the stop is done (if the loop ever runs again), end the loop and, with it, the thread.
         stopping.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._loop.stop))
         _unregister(self)
-        inner._release_logger()
 
     def _finish(self) -> None:
         if not self._stopped:
