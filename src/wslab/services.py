@@ -90,6 +90,10 @@ def _die_with(parent: int) -> Callable[[], None] | None:
     return lifeline
 
 
+# What the spawning thread is asked to do: Popen(command, **kwargs), the outcome set on the future.
+_Job = tuple[list[str], dict[str, Any], "concurrent.futures.Future[subprocess.Popen[bytes]]"]
+
+
 class _Spawner:
     """The one thread that starts every child process; it lives as long as this process.
 
@@ -100,7 +104,7 @@ class _Spawner:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[tuple[list[str], dict[str, Any], concurrent.futures.Future[subprocess.Popen[bytes]]]]
+        self._jobs: queue.SimpleQueue[_Job]
         self._thread: threading.Thread | None = None
         self._pid = 0  # the process the thread belongs to: after a fork, the child has no such thread
 
@@ -121,7 +125,7 @@ class _Spawner:
         return future
 
     @staticmethod
-    def _serve(jobs: queue.SimpleQueue[tuple[list[str], dict[str, Any], concurrent.futures.Future[subprocess.Popen[bytes]]]]) -> None:
+    def _serve(jobs: queue.SimpleQueue[_Job]) -> None:
         while True:
             command, kwargs, future = jobs.get()
             try:
