@@ -1,0 +1,68 @@
+"""Chapter 05's chat tests, run again on :class:`ClusterChat` with each bus: one behaviour, two implementations.
+
+Every test of ``test_chat_server.py`` runs here unchanged, with the chat it builds (its ``chat`` fixture, and
+each ``ChatServer(...)`` it makes itself) replaced by a ``ClusterChat`` with the same settings, on a
+``LocalBus`` or on a ``RedisBus`` of its own. The few that look inside the one-process chat, or whose
+clients cannot cope with the bus's timing, are skipped below with the reason; a real difference is a strict
+xfail, so that fixing it shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from wslab.chat import ChatServer
+from wslab.chat.bus import LocalBus, RedisBus
+from wslab.chat.cluster import ClusterChat
+
+from . import test_chat_server as shared
+from .test_chat_bus_hostile import prefix, redis_url  # noqa: F401 (a fixture)
+from .test_chat_server import *  # noqa: F403 (the tests themselves)
+
+# Tests that look inside the one-process chat, or whose clients the bus's timing defeats: skipped, with why
+INSIDE = {
+    "test_joining_another_room_leaves_the_first": "reads ChatServer.rooms (a ClusterChat keeps its rooms in the bus)",
+    "test_http_page_health_and_404": "/health of a ClusterChat also names its node",
+    "test_a_stalled_reader_is_disconnected_with_1008_and_loses_nothing_before":
+        "serves chat.handler with wslab.start(), not chat.start(): the bus is never started",
+}
+ON_REDIS = {
+    "test_a_crowd_joining_costs_each_member_a_few_presence_messages_not_one_per_joiner":
+        "its 200 joiners never read again: joins through Redis spread over about 1 s, so each gets about 20 presence"
+        " batches, over the client's max_queue of 16; its close then waits 10 s for a close frame stuck behind them",
+}
+DIFFERENT = {
+    "test_the_only_member_who_joins_again_keeps_the_history":
+        "a ClusterChat leaves the room before it joins again, so a sole member's new nickname finds the room emptied",
+}
+
+
+@pytest.fixture(params=["local", "redis"], autouse=True)
+def bus_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make every chat the shared tests build a ClusterChat on this kind of bus."""
+    test = request.node.originalname
+    if test in INSIDE or (request.param == "redis" and test in ON_REDIS):
+        pytest.skip({**INSIDE, **ON_REDIS}[test])
+    if test in DIFFERENT:
+        request.applymarker(pytest.mark.xfail(reason=DIFFERENT[test], strict=True))
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+
+    def cluster_chat(**settings: Any) -> ClusterChat:
+        history = settings.get("history", 20)
+        bus = RedisBus(url, prefix=prefix(), history=history, ttl=5, timeout=1) if url else LocalBus(history)
+        return ClusterChat(bus=bus, **settings)
+
+    monkeypatch.setattr(shared, "ChatServer", cluster_chat)
+    return request.param
+
+
+@pytest.fixture
+async def chat(bus_kind: str) -> AsyncIterator[ChatServer]:
+    """The shared tests' ``chat`` fixture, built by the class swapped in above."""
+    chat = shared.ChatServer()
+    server = await chat.start()
+    yield chat
+    await server.stop()
