@@ -256,6 +256,8 @@ async def test_the_page_notices_a_frozen_server_and_comes_back_when_it_thaws(bro
             await page.wait_for_selector("#status:has-text('no message from the server')", timeout=10000)
             status = await page.text_content("#status")
             assert status.startswith("disconnected: 1006 no message from the server for 3 s; reconnecting in"), status
+            # The kernel still accepts TCP for the frozen server: a handshake that is never answered is silence too.
+            await page.wait_for_selector("#status:has-text('(try 2 of 10)')", timeout=15000)
             frozen.thaw()
             back = await page.wait_for_selector("#messages li[data-type=reconnected]", timeout=15000)
             assert await back.text_content() == "back after: 1006 no message from the server for 3 s"
@@ -266,6 +268,8 @@ async def test_the_page_notices_a_frozen_server_and_comes_back_when_it_thaws(bro
             await say(page, "back again")
             assert (await next_of(bob, "message"))["text"] == "back again"
         await page.close()
+        lines = "\n".join(chat.server.transcript.lines)  # type: ignore[union-attr]
+        assert "failed" not in lines and "Traceback" not in lines, lines
 
 
 async def test_the_pages_own_pings_never_get_it_kicked(browser: Any) -> None:
