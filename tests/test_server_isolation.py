@@ -8,6 +8,8 @@ open (3.11).
 from __future__ import annotations
 
 import asyncio
+import ssl
+import sys
 import threading
 import time
 
@@ -162,5 +164,30 @@ async def test_a_connection_in_its_opening_handshake_is_aborted_by_stop() -> Non
             assert await reader.read() == b""  # the client sees its connection end
         assert server.server.close_task is not None and server.server.close_task.done()
         assert server.transcript.lines == ["a connection in its opening handshake: aborted after 0.3 s"]
+    finally:
+        writer.close()
+
+
+async def test_a_connection_in_its_tls_handshake_does_not_hold_stop() -> None:
+    """Before 3.13 nothing can reach it (no connection object yet, no list in asyncio): stop() is bounded anyway."""
+    import trustme
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    server = await wslab.start(echo, ssl=context, close_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # TCP only, no TLS ClientHello
+    try:
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await server.stop()
+        took = time.monotonic() - started
+        assert took < 0.3 + 1.0, f"stop() took {took:.1f} s"
+        if sys.version_info >= (3, 13):  # abort_clients() ends it (a reset, if it was not even accepted yet)
+            async with asyncio.timeout(2):
+                try:
+                    assert await reader.read() == b""
+                except ConnectionResetError:
+                    pass
     finally:
         writer.close()

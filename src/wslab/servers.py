@@ -277,7 +277,9 @@ class BackgroundServer:
         """Abort every TCP connection that did not end in time, saying why in the transcript.
 
         That includes connections still in their opening handshake: 3.12's ``asyncio.Server.wait_closed()``
-        waits for them (a stop would hang), and 3.11 leaves them open (the client never learns).
+        waits for them (a stop would hang), and 3.11 leaves them open (the client never learns). A connection
+        still in its TLS handshake has no connection object yet: only 3.13's ``abort_clients()`` reaches it
+        (before 3.13 it ends at ``ssl_handshake_timeout``; the stop is bounded all the same).
         """
         for connection in self._live_tcp():
             label = self._labels.get(connection)
@@ -286,6 +288,9 @@ class BackgroundServer:
             else:
                 self.transcript.add(f"{label}: aborted after {waited:.1f} s ({_why_stuck(connection)})")
             connection.transport.abort()
+        abort_clients = getattr(self.server.server, "abort_clients", None)
+        if abort_clients is not None:
+            abort_clients()
 
     def _live_tcp(self) -> list[ServerConnection]:
         """The TCP connections not lost yet (a copy: another thread may read it while the loop adds to it)."""
