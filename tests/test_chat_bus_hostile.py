@@ -208,6 +208,32 @@ def _bad(raw: object, decode: Callable[[Any], object] = decode_event) -> bool:
     return False
 
 
+async def test_a_deliver_that_fails_on_one_room_stops_no_other_room(redis_url: str) -> None:
+    lines: list[str] = []
+    got: list[str] = []
+
+    def deliver(room: str, event_id: Any, event: dict[str, Any]) -> None:
+        if room == "lobby":
+            raise KeyError("a bug in the chat")
+        got.append(event.get("text", ""))
+
+    bus = RedisBus(redis_url, prefix=prefix(), ttl=5, timeout=1, log=lines.append)
+    await bus.start(deliver)
+    try:
+        for room in ("lobby", "side"):
+            joined = await bus.join(room, "ada", "ada")
+            assert joined is not None
+            bus.watch(room, joined.id)
+        for n in range(3):
+            await bus.say("lobby", "ada", f"lobby {n}")
+            await bus.say("side", "ada", f"side {n}")
+        await eventually(lambda: got[-1:] == ["side 2"])
+        assert [text for text in got if text] == ["side 0", "side 1", "side 2"]
+        assert lines == ["bus: delivering an event of room 'lobby' failed: KeyError: 'a bug in the chat'"]  # once
+    finally:
+        await bus.close()
+
+
 # -- the chat on two processes' buses, with good clients ---------------------------------------------
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..messages import MessageError, parse_message
-from ..servers import _background, _registry, _unregister
+from ..servers import _background, _in_loop_thread, _registry, _unregister
 from ..transcript import visible
 from .protocol import ChatError, checked_text
 
@@ -393,11 +393,7 @@ class RedisBus(Bus):
         if loop is None or loop.is_closed():  # nothing can run there any more; the heartbeat TTL cleans up
             _unregister(self)
         elif loop.is_running():
-            try:
-                here = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                here = False
-            if here:
+            if _in_loop_thread(loop):
                 task = loop.create_task(self.close())
                 _background.add(task)
                 task.add_done_callback(_background.discard)
@@ -409,7 +405,10 @@ class RedisBus(Bus):
     # -- commands: each bounded, each failure said in one way ------------------------------------------
 
     async def _command(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis command when a connection is free; :class:`BusUnavailable` for any way it fails."""
+        """Run one Redis command once one of the connections is free; :class:`BusUnavailable` however it fails.
+
+        Refused at once while Redis is known to be lost; else bounded by ``timeout`` (the socket's).
+        """
         import redis.exceptions
 
         if self._closed:
@@ -430,22 +429,22 @@ class RedisBus(Bus):
     async def _call(self, name: str, room: str, *args: Any) -> Any:
         return await self._command(f"{name} in room {room!r}", lambda: self._scripts[name](keys=self._keys(room), args=list(args)))
 
-    def _log_once(self, key: bytes, line: str) -> None:
-        """Log ``line`` (escaped) unless ``key`` was logged already; remember the latest 4096 keys."""
+    def _log_once(self, key: bytes, line: str) -> bool:
+        """Log ``line`` (escaped) unless ``key`` was logged already (the latest 4096 are remembered)."""
         digest = hashlib.blake2b(key, digest_size=16).digest()
         if digest in self._logged:
-            return
+            return False
         self._logged[digest] = None
         if len(self._logged) > 4096:
             self._logged.popitem(last=False)
         self.log(visible(line))
+        return True
 
     def _skip(self, what: str, raw: object, error: Exception) -> None:
         """Count and log (once, escaped) a bad entry that was skipped."""
         key = what.encode("utf-8", "surrogatepass") + b"\0" + (raw if isinstance(raw, bytes) else repr(raw).encode("utf-8", "surrogatepass"))
-        if hashlib.blake2b(key, digest_size=16).digest() not in self._logged:
+        if self._log_once(key, f"bus: skipped {what}: {error}: {_preview(raw)}"):
             self.skipped += 1
-        self._log_once(key, f"bus: skipped {what}: {error}: {_preview(raw)}")
 
     # -- rooms -------------------------------------------------------------------------------------
 
