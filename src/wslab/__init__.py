@@ -8,7 +8,7 @@ from . import chat, check, faults, frames, services  # chat: 05; check: exercise
 from .errors import LegacyHandlerError, NoEventLoopError, PortInUseError
 from .fanout import Outbox  # chapter 02: per-client outboxes for fan-out
 from .http import HttpAnswer, NoHttpAnswer, http_get  # plain HTTP beside WebSockets (chapters 02, 05)
-from .guards import RateLimit, rate_limited, request_token, token_auth  # chapter 04: who may connect
+from .guards import RateLimit, RepeatedHeader, header, rate_limited, request_token, token_auth  # chapter 04: who may connect
 from .messages import MessageError, parse_message  # chapter 02: JSON message validation
 from .servers import BackgroundServer, running, start, stop_all
 from .threaded import ThreadedServer, start_in_thread
@@ -26,12 +26,14 @@ __all__ = [
     "Outbox",
     "PortInUseError",
     "RateLimit",
+    "RepeatedHeader",
     "ThreadedServer",
     "Transcript",
     "check",
     "chat",
     "faults",
     "frames",
+    "header",
     "http_get",
     "parse_message",
     "rate_limited",
