@@ -68,38 +68,39 @@ async def gone(pids: list[int], within: float = 10.0) -> list[int]:
     return left
 
 
-async def python(code: str) -> str:
-    """Run ``code`` in a fresh interpreter (top-level await allowed); its stdout. Fails on stderr or an error.
+def script(code: str) -> list[str]:
+    """The command that runs ``code`` (top-level await allowed) in a fresh interpreter.
 
     ``-W default`` shows every warning (a ResourceWarning, say); not ``-X dev``, whose slow-callback reports
     depend on how busy the machine is.
     """
-    script = "import asyncio, wslab.services\nasync def main():\n" + textwrap.indent(code, "    ") + "\nasyncio.run(main())\n"
-    done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-W", "default", "-c", script], capture_output=True, text=True, timeout=40
-    )
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    return done.stdout
+    body = "import asyncio, wslab.services\nasync def main():\n" + textwrap.indent(code, "    ") + "\nasyncio.run(main())\n"
+    return [sys.executable, "-W", "default", "-c", body]
 
 
 @linux_only
 async def test_children_die_with_a_killed_parent_and_the_next_start_removes_its_directory(programs: None) -> None:
-    script = "import asyncio\nasync def main():\n" + textwrap.indent(START_ALL_THREE + "await asyncio.Event().wait()", "    ")
     parent = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script + "\nasyncio.run(main())\n", stdout=asyncio.subprocess.PIPE
+        *script(START_ALL_THREE + "await asyncio.Event().wait()"), stdout=asyncio.subprocess.PIPE
     )
     assert parent.stdout is not None
-    async with asyncio.timeout(30):
-        *pids, home = (await parent.stdout.readline()).decode().split()
-    children = [int(p) for p in pids]
-    children += children_of(children[2])  # nginx's worker
-    assert len(children) >= 4 and all(alive(p) for p in children) and Path(home).is_dir()
-    assert Path(home).name == f"wslab-{services._user()}-{parent.pid}"
-    parent.kill()  # as the out-of-memory killer would: no exit handler runs
-    await parent.wait()
+    try:
+        async with asyncio.timeout(30):
+            *pids, home = (await parent.stdout.readline()).decode().split()
+        children = [int(p) for p in pids]
+        children += children_of(children[2])  # nginx's worker
+        assert len(children) >= 4 and all(alive(p) for p in children) and Path(home).is_dir()
+        assert Path(home).name == f"wslab-{services._user()}-{parent.pid}"
+    finally:
+        parent.kill()  # as the out-of-memory killer would: no exit handler runs
+        await parent.wait()
     assert await gone(children) == []  # each got SIGTERM from the kernel (its lifeline) and exited
     assert Path(home).is_dir()  # nobody removed it yet: the next start does
-    await python("from wslab import services\nredis = await services.start_redis()\nawait redis.stop()")
+    done = await asyncio.to_thread(
+        subprocess.run, script("from wslab import services\nredis = await services.start_redis()\nawait redis.stop()"),
+        capture_output=True, text=True, timeout=40,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
     assert not Path(home).exists()
 
 
