@@ -126,3 +126,23 @@ async def test_behind_a_trusted_proxy_the_cap_counts_the_forwarded_address() -> 
             "client 1: connection from 203.0.113.9", "client 2: connection from 203.0.113.10"]
     finally:
         await chat.stop()
+
+
+async def test_a_member_renamed_in_its_room_keeps_the_history_and_never_hears_of_itself(uris: list[str]) -> None:
+    async with ChatClient(uris[0], proxy=None) as ada, ChatClient(uris[1], proxy=None) as bob:
+        await ada.join("lobby", "ada")
+        await ada.say("before")
+        assert (await ada.recv())["text"] == "before"
+        await bob.join("lobby", "bob")
+        assert (await ada.recv())["changes"] == [{"event": "join", "nick": "bob"}]
+        renamed = await ada.join("lobby", "ada2")
+        assert (renamed["members"], [m["text"] for m in renamed["history"]]) == (["ada2", "bob"], ["before"])
+        news: list[dict[str, str]] = []
+        while len(news) < 2:
+            news += (await bob.recv())["changes"]
+        assert news == [{"event": "join", "nick": "ada2"}, {"event": "leave", "nick": "ada"}]
+        await bob.say("after")
+        assert (await ada.recv())["text"] == "after"  # the next thing ada hears: nothing about herself
+        assert (await ada.join("lobby", "bob"))["code"] == "nick-taken"
+        async with ChatClient(uris[0], proxy=None) as eve:
+            assert (await eve.join("lobby", "ada"))["members"] == ["ada", "ada2", "bob"]  # the old name is free

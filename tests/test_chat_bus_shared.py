@@ -3,8 +3,7 @@
 Every test of ``test_chat_server.py`` runs here unchanged, with the chat it builds (its ``chat`` fixture, and
 each ``ChatServer(...)`` it makes itself) replaced by a ``ClusterChat`` with the same settings, on a
 ``LocalBus`` or on a ``RedisBus`` of its own. The few that look inside the one-process chat, or whose
-clients cannot cope with the bus's timing, are skipped below with the reason; a real difference is a strict
-xfail, so that fixing it shows.
+clients cannot cope with the bus's timing, are skipped below with the reason.
 """
 
 from __future__ import annotations
@@ -34,10 +33,6 @@ ON_REDIS = {
         "its 200 joiners never read again: joins through Redis spread over about 1 s, so each gets about 20 presence"
         " batches, over the client's max_queue of 16; its close then waits 10 s for a close frame stuck behind them",
 }
-DIFFERENT = {
-    "test_the_only_member_who_joins_again_keeps_the_history":
-        "a ClusterChat leaves the room before it joins again, so a sole member's new nickname finds the room emptied",
-}
 
 
 @pytest.fixture(params=["local", "redis"], autouse=True)
@@ -46,8 +41,6 @@ def bus_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     test = request.node.originalname
     if test in INSIDE or (request.param == "redis" and test in ON_REDIS):
         pytest.skip({**INSIDE, **ON_REDIS}[test])
-    if test in DIFFERENT:
-        request.applymarker(pytest.mark.xfail(reason=DIFFERENT[test], strict=True))
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
 
     def cluster_chat(**settings: Any) -> ClusterChat:

@@ -70,6 +70,7 @@ class ClusterChat(ChatServer):
         self._counts: dict[str, int] = {}  # members in the room after the latest pending change
         self._recent: dict[str, deque[tuple[EventId, dict[str, Any]]]] = {}  # the latest events delivered here
         self._chains: dict[Client, asyncio.Task[None]] = {}  # each client's messages, handled in order
+        self._renaming: dict[Client, tuple[str, str]] = {}  # old and new nickname, until the old one's leave passes
         self._departures: set[asyncio.Task[None]] = set()  # members being released on the bus
         self._joining: Counter[str] = Counter()  # rooms with a join waiting for the bus
 
@@ -184,6 +185,9 @@ class ClusterChat(ChatServer):
         holder = self.local.get(room, {}).get(key)
         if holder is not None and holder is not client:
             raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {room!r}: pick another")
+        if client.room == room and client.nick is not None and nick_key(client.nick) != key:
+            await self._rename(client, room, key, nick)
+            return
         if client.room is not None:
             await self._aleave(client)
         self._joining[room] += 1
@@ -213,6 +217,47 @@ class ClusterChat(ChatServer):
                 if room not in self.local:  # nobody here after all: stop reading the room
                     self.bus.unwatch(room)
 
+    async def _rename(self, client: Client, room: str, key: str, nick: str) -> None:
+        """A member joins its room again as ``nick``: the new name first, so the room (and its history) stays.
+
+        The others hear of the new name joining, then of the old one leaving (the one-process chat says it the
+        other way round); the member itself hears of neither, and goes on receiving the room's events.
+        """
+        assert client.nick is not None
+        old_key, old_nick = nick_key(client.nick), client.nick
+        joined = await self.bus.join(room, key, nick)
+        if joined is None:
+            raise ChatError("nick-taken", f"nickname {nick!r} is taken in room {room!r}: pick another")
+        self._renaming[client] = (old_nick, nick)
+        await self._release(room, old_key, old_nick)
+        if client.closing or client not in self.clients:  # it went away while we waited
+            await self._release(room, key, nick)
+            return
+        self._note(client, f"{old_nick} left {room}")
+        print(f"{nick} joined {room}")
+        members = self.local[room]
+        del members[old_key]
+        members[key], client.nick = client, nick
+        others = [name for name in joined.members if name != old_nick]
+        self.reply(client, {"type": "joined", "room": room, "nick": nick, "members": others, "history": joined.history})
+
+    def _news_for(self, client: Client, changes: list[dict[str, str]]) -> list[dict[str, str]]:
+        """``changes`` without those about ``client``'s own renaming (it never hears of itself)."""
+        names = self._renaming.get(client)
+        if names is None:
+            return changes
+        old_nick, new_nick = names
+        own = [{"event": "join", "nick": new_nick}, {"event": "leave", "nick": old_nick}]  # in this order
+        kept = []
+        for change in changes:
+            if own and change in own:
+                if change == own[-1]:  # the old name's leave: the last news of the renaming
+                    own.clear()
+                    del self._renaming[client]
+            else:
+                kept.append(change)
+        return kept
+
     async def _catch_up(self, room: str, since: EventId) -> tuple[EventId, list[dict[str, Any]]]:
         """Watch ``room`` from ``since``; the events this process delivered meanwhile, and the last one's id."""
         self.bus.watch(room, since)
@@ -234,6 +279,7 @@ class ClusterChat(ChatServer):
         key = nick_key(nick)
         client.room = client.nick = None
         self._since.pop(client, None)
+        self._renaming.pop(client, None)
         members = self.local.get(room, {})
         if members.get(key) is client:
             del members[key]
@@ -302,13 +348,13 @@ class ClusterChat(ChatServer):
         if not pending or not self.local.get(room):
             return
         count = self._counts.pop(room, 0)
-        everyone = self._after(room, pending[0][0])  # members that saw none of it: the whole batch
+        everyone = [c for c in self._after(room, pending[0][0]) if c not in self._renaming]  # saw none of it
         changes = [change for _, change in pending]
         self._send(everyone, encode_bytes({"type": "presence", "room": room, "changes": changes, "count": count}))
         got = set(everyone)
         for client in [c for c in self.local[room].values() if c not in got]:
-            seen = self._since.get(client, pending[-1][0])
-            later = [change for event_id, change in pending if event_id > seen]
+            seen = self._since.get(client, (0, 0))
+            later = self._news_for(client, [change for event_id, change in pending if event_id > seen])
             if later:
                 self._send([client], encode_bytes({"type": "presence", "room": room, "changes": later, "count": count}))
         last = pending[-1][0]
