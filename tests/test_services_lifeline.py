@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 import wslab
 from wslab import services
@@ -121,14 +122,49 @@ async def test_a_kernel_shut_down_normally_stops_its_services_and_leaves_no_dire
         await manager.interrupt_kernel()  # Jupyter's interrupt signals the kernel's process group...
         out = await run(client, "print(all(s.running for s in (r, c, n)))")
         assert out == "True\n"  # ...which the services are not in: they keep running
-        await manager.shutdown_kernel(now=False)
+        port = int(await run(client, IN_KERNEL_SERVER))
+        async with connect(f"ws://127.0.0.1:{port}", proxy=None) as ws:
+            await manager.shutdown_kernel(now=False)
+            await ws.wait_closed()
     finally:
         client.stop_channels()
         if await manager.is_alive():
             await manager.shutdown_kernel(now=True)
     assert marker.exists()  # the kernel exited by itself, running its exit handlers (before: killed by Jupyter)
+    assert ws.close_code == 1001  # chapter 00: "servers are closed quietly when the kernel shuts down"
     assert await gone(children) == []
     assert not Path(home).exists()
+
+
+async def test_a_kernel_restart_closes_its_servers_with_1001() -> None:
+    from jupyter_client.manager import AsyncKernelManager
+
+    manager = AsyncKernelManager(kernel_name="python3")
+    await manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=30)
+        port = int(await run(client, IN_KERNEL_SERVER))
+        async with connect(f"ws://127.0.0.1:{port}", proxy=None) as ws:
+            await manager.restart_kernel(now=False)  # the kernel menu's "Restart Kernel"
+            await ws.wait_closed()
+        assert ws.close_code == 1001
+    finally:
+        client.stop_channels()
+        await manager.shutdown_kernel(now=True)
+
+
+IN_KERNEL_SERVER = """
+import wslab
+
+async def echo(websocket):
+    async for message in websocket:
+        await websocket.send(message)
+
+server = await wslab.start(echo)
+print(server.port)
+"""
 
 
 async def run(client, code: str) -> str:  # type: ignore[no-untyped-def]
@@ -233,8 +269,6 @@ async def test_nginx_moves_to_another_port_when_its_first_is_taken(programs: Non
         assert proxy.port != holder.sockets[0].getsockname()[1]
         answer = await wslab.http_get(f"http://127.0.0.1:{proxy.port}{services.READY_PATH}")
         assert (answer.status, answer.body) == (200, proxy.token.encode())
-        from websockets.asyncio.client import connect
-
         async with connect(proxy.uri + "/through", proxy=None) as ws:
             assert await ws.recv() == "/through"
         await proxy.stop()
