@@ -147,7 +147,7 @@ async def test_nothing_accepted_is_lost_from_the_stream_across_a_pause(redis: se
         # each message was delivered or refused (and counted); one whose answer timed out may be both
         assert len(ada_errors) == bus(chats[0]).refused >= 1 and len(set(said) - set(ada_got)) <= len(ada_errors)
         for log in LOGS.values():  # the loss is said, once per process
-            assert [line.split(" (")[0] for line in log] == ["redis lost", "redis is back: claiming this process's members again"]
+            assert [line.split(" (")[0] for line in log if line.startswith("redis")] == ["redis lost", "redis is back: claiming this process's members again"]
     finally:
         for chat in chats:
             await chat.stop()
@@ -222,8 +222,8 @@ async def test_redis_killed_mid_burst_the_loss_is_counted_and_the_chat_resumes(r
         assert delivered == burst[: len(delivered)] and len(delivered) >= 5  # what Redis held, in order, no gap
         for chat in chats:
             assert bus(chat).reconnects == 1 and chat.server is not None  # counted once: no crash loop
-        for log in LOGS.values():
-            assert [line.split(" (")[0] for line in log] == ["redis lost", "redis is back: claiming this process's members again"]
+        for log in LOGS.values():  # (a heartbeat may find its key gone with Redis too, and say so)
+            assert [line.split(" (")[0] for line in log if line.startswith("redis")] == ["redis lost", "redis is back: claiming this process's members again"]
     finally:
         for chat in chats:
             await chat.stop()
