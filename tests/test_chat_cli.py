@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -69,3 +70,23 @@ def test_a_redis_that_cannot_be_reached_is_a_one_line_error(tmp_path) -> None:  
     done = run("--redis", f"unix://{tmp_path}/no-redis.sock")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: cannot reach Redis at unix://{tmp_path}/no-redis.sock: Redis is unreachable")
+
+
+async def test_sigterm_with_redis_paused_drains_and_exits_before_it_would_be_killed() -> None:
+    from .conftest import require
+    from .test_chat_bus_faults import paused
+
+    require(shutil.which("redis-server") is not None, "redis-server (Debian package redis-server)")
+    redis = await services.start_redis("cli-redis")
+    chat = await services.start_chat("cli-chat", redis=redis.url)
+    try:
+        async with ChatClient(chat.uri, proxy=None) as ada:
+            await ada.join("lobby", "ada")
+            with paused(redis):  # Redis accepts and never answers: every step of the drain must be bounded
+                await ada.say("while paused")
+                chat.terminate()
+                assert await chat.wait(services.STOP_TIMEOUT) == 0  # before: 15 s, so stop() had to kill it
+        assert "error unavailable" in chat.log() and chat.log().endswith("stopped\n")
+    finally:
+        await chat.stop()
+        await redis.stop()
