@@ -146,3 +146,29 @@ async def test_a_member_renamed_in_its_room_keeps_the_history_and_never_hears_of
         assert (await ada.join("lobby", "bob"))["code"] == "nick-taken"
         async with ChatClient(uris[0], proxy=None) as eve:
             assert (await eve.join("lobby", "ada"))["members"] == ["ada", "ada2", "bob"]  # the old name is free
+
+
+async def test_a_bug_while_handling_one_message_closes_that_client_only_with_1011() -> None:
+    class Buggy(LocalBus):
+        async def say(self, room: str, nick: str, text: str) -> None:
+            if text == "boom":
+                raise RuntimeError("a bug \u202e in the bus")
+            await super().say(room, nick, text)
+
+    chat = ClusterChat(bus=Buggy())
+    await chat.start(name="bus-buggy")
+    try:
+        async with ChatClient(chat.ws_uri, proxy=None) as ada, ChatClient(chat.ws_uri, proxy=None) as bob:
+            await ada.join("lobby", "ada")
+            await bob.join("lobby", "bob")
+            assert (await ada.recv())["changes"] == [{"event": "join", "nick": "bob"}]
+            await bob.say("boom")
+            assert await bob.recv() == {"v": 1, "type": "closing", "code": 1011, "reason": "internal error"}
+            await bob.ws.wait_closed()
+            assert bob.ws.close_code == 1011
+            assert (await ada.recv())["changes"] == [{"event": "leave", "nick": "bob"}]
+            await ada.say("still here")
+            assert (await ada.recv())["text"] == "still here"
+        assert "client 2: error internal: RuntimeError: a bug \\u202e in the bus" in chat.server.transcript.lines
+    finally:
+        await chat.stop()
