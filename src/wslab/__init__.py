@@ -10,7 +10,7 @@ from .fanout import Outbox  # chapter 02: per-client outboxes for fan-out
 from .http import HttpAnswer, NoHttpAnswer, http_get  # plain HTTP beside WebSockets (chapters 02, 05)
 from .guards import RateLimit, RepeatedHeader, header, rate_limited, request_token, token_auth  # chapter 04: who may connect
 from .messages import MessageError, parse_message  # chapter 02: JSON message validation
-from .servers import BackgroundServer, running, start, stop_all
+from .servers import BackgroundServer, NameTakenError, running, start, stop_all
 from .threaded import ThreadedServer, start_in_thread
 from .trace import FrameTrace, trace_frames
 from .transcript import Transcript
@@ -21,6 +21,7 @@ __all__ = [
     "HttpAnswer",
     "LegacyHandlerError",
     "MessageError",
+    "NameTakenError",
     "NoEventLoopError",
     "NoHttpAnswer",
     "Outbox",
