@@ -280,8 +280,7 @@ class RedisBus(Bus):
     - Losing Redis: reads and beats retry with exponential backoff (0.1 s doubling to 2 s, with jitter);
       meanwhile a ``say`` is refused with :class:`BusUnavailable` and counted in ``refused``; when Redis is
       back, this process claims its members again. A Redis restarted without persistence has lost
-      history and sequence numbers (they start again at 1). A ``say`` whose answer timed out may still
-      have been applied by a Redis that was only paused: it then arrives after all.
+      history and sequence numbers (they start again at 1).
     - What other writers left in Redis is checked as it is read (:func:`decode_event`): a bad entry is
       skipped, counted in ``skipped`` and logged once, escaped; it stops nothing else.
     - ``name``: how ``wslab.running()`` and ``wslab.stop_all()`` know this bus, which they stop (releasing
