@@ -231,6 +231,7 @@ class ClusterChat(ChatServer):
         self._renaming[client] = (old_nick, nick)
         await self._release(room, old_key, old_nick)
         if client.closing or client not in self.clients:  # it went away while we waited
+            self._renaming.pop(client, None)
             await self._release(room, key, nick)
             return
         self._note(client, f"{old_nick} left {room}")
@@ -305,7 +306,7 @@ class ClusterChat(ChatServer):
             task.add_done_callback(self._departures.discard)
 
     async def _release(self, room: str, key: str, nick: str) -> None:
-        with contextlib.suppress(BusUnavailable):  # if Redis is gone, the heartbeat TTL cleans it up
+        with contextlib.suppress(BusUnavailable):  # if Redis is gone, the bus releases it once Redis answers
             await self.bus.leave(room, key, nick)
 
     # -- delivery ---------------------------------------------------------------------------
