@@ -279,8 +279,8 @@ class RedisBus(Bus):
       longer, and while Redis is lost every command is refused at once.
     - Losing Redis: reads and beats retry with exponential backoff (0.1 s doubling to 2 s, with jitter);
       meanwhile a ``say`` is refused with :class:`BusUnavailable` and counted in ``refused``; when Redis is
-      back, this process claims its members again. A Redis restarted without persistence has lost
-      history and sequence numbers (they start again at 1).
+      back, this process claims its members again and does the leaves it could not. A Redis restarted
+      without persistence has lost history and sequence numbers (they start again at 1).
     - What other writers left in Redis is checked as it is read (:func:`decode_event`): a bad entry is
       skipped, counted in ``skipped`` and logged once, escaped; it stops nothing else.
     - ``name``: how ``wslab.running()`` and ``wslab.stop_all()`` know this bus, which they stop (releasing
