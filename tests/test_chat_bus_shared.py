@@ -2,8 +2,8 @@
 
 Every test of ``test_chat_server.py`` runs here unchanged, with the chat it builds (its ``chat`` fixture, and
 each ``ChatServer(...)`` it makes itself) replaced by a ``ClusterChat`` with the same settings, on a
-``LocalBus`` or on a ``RedisBus`` of its own. The few that look inside the one-process chat, or whose
-clients cannot cope with the bus's timing, are skipped below with the reason.
+``LocalBus`` or on a ``RedisBus`` of its own. The few that look inside the one-process chat are left out below,
+each with the reason.
 """
 
 from __future__ import annotations
@@ -21,26 +21,20 @@ from . import test_chat_server as shared
 from .test_chat_bus_hostile import prefix, redis_url  # noqa: F401 (a fixture)
 from .test_chat_server import *  # noqa: F403 (the tests themselves)
 
-# Tests that look inside the one-process chat, or whose clients the bus's timing defeats: skipped, with why
+# Tests that look inside the one-process chat: not part of the shared behaviour, so not collected here
 INSIDE = {
     "test_joining_another_room_leaves_the_first": "reads ChatServer.rooms (a ClusterChat keeps its rooms in the bus)",
     "test_http_page_health_and_404": "/health of a ClusterChat also names its node",
     "test_a_stalled_reader_is_disconnected_with_1008_and_loses_nothing_before":
         "serves chat.handler with wslab.start(), not chat.start(): the bus is never started",
 }
-ON_REDIS = {
-    "test_a_crowd_joining_costs_each_member_a_few_presence_messages_not_one_per_joiner":
-        "its 200 joiners never read again: joins through Redis spread over about 1 s, so each gets about 20 presence"
-        " batches, over the client's max_queue of 16; its close then waits 10 s for a close frame stuck behind them",
-}
+for _name in INSIDE:
+    del globals()[_name]
 
 
 @pytest.fixture(params=["local", "redis"], autouse=True)
 def bus_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Make every chat the shared tests build a ClusterChat on this kind of bus."""
-    test = request.node.originalname
-    if test in INSIDE or (request.param == "redis" and test in ON_REDIS):
-        pytest.skip({**INSIDE, **ON_REDIS}[test])
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
 
     def cluster_chat(**settings: Any) -> ClusterChat:

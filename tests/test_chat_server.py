@@ -408,7 +408,7 @@ async def test_a_crowd_joining_costs_each_member_a_few_presence_messages_not_one
     chat = ChatServer(presence_delay=0.05)
     async with await chat.start():
         first = await joined(chat.ws_uri, "crowd", "first")
-        crowd = await asyncio.gather(*(ChatClient.connect(chat.ws_uri) for _ in range(200)))
+        crowd = await asyncio.gather(*(ChatClient.connect(chat.ws_uri, max_queue=None) for _ in range(200)))  # they never read again
         await asyncio.gather(*(c.send(type="join", room="crowd", nick=f"c{n}") for n, c in enumerate(crowd)))
         changes, messages = [], 0
         while len(changes) < 200:
