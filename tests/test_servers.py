@@ -197,3 +197,30 @@ async def test_before_stop_callbacks_run_before_the_close_frame() -> None:
         await client.wait_closed()
         assert client.close_code == 1001
     assert "before_stop callback failed: ZeroDivisionError: division by zero" in server.transcript.lines
+
+
+async def test_after_stop_callbacks_run_in_order_once_every_connection_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wslab.servers
+
+    monkeypatch.setattr(wslab.servers, "AFTER_STOP", 0.2)
+    server = await wslab.start(echo)
+    seen: list[str] = []
+    client = await connect(server.uri)
+
+    async def first() -> None:
+        seen.append(f"first: {len(server.connections)} open, client {client.state.name}")
+        raise RuntimeError("broken cleanup")
+
+    async def stuck() -> None:
+        seen.append("stuck")
+        await asyncio.Event().wait()
+
+    async def last() -> None:
+        seen.append("last")
+
+    server.after_stop += [first, stuck, last]
+    async with asyncio.timeout(3):
+        await server.stop(close_timeout=1)
+    assert seen == ["first: 0 open, client CLOSED", "stuck", "last"]
+    assert "after_stop callback failed: RuntimeError: broken cleanup" in server.transcript.lines
+    assert "after_stop callback failed: TimeoutError: " in server.transcript.lines

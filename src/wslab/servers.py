@@ -89,6 +89,9 @@ class BackgroundServer:
         # Called (without arguments, synchronously) as stop() begins, before any close frame: e.g. to tell
         # every client why in a message of the application's protocol.
         self.before_stop: list[Callable[[], None]] = []
+        # Awaited in order once the server has stopped (every connection ended): e.g. to close what the
+        # handlers used, such as a chat's message bus. Each should bound itself; AFTER_STOP is the last resort.
+        self.after_stop: list[Callable[[], Awaitable[None]]] = []
         self._stopped: asyncio.Future[None] | None = None
         self._close_timeout: float = 10.0  # websockets' default; start() may set another
 
@@ -265,6 +268,12 @@ class BackgroundServer:
                         await _within(closing, _GRACE)
                 if self._finished:
                     await asyncio.wait(list(self._finished.values()), timeout=_GRACE)
+                for finish in self.after_stop:
+                    try:
+                        async with asyncio.timeout(AFTER_STOP):
+                            await finish()
+                    except Exception as exc:  # one failing cleanup must not skip the others
+                        self.transcript.add(f"after_stop callback failed: {type(exc).__name__}: {exc}")
             finally:
                 self._tcp.clear()
                 self._release_logger()
@@ -429,6 +438,7 @@ def running() -> dict[str, str]:
     return {name: getattr(server, "uri", "") for name, server in _registry.items()}
 
 
+AFTER_STOP = 5.0  # the most one after_stop callback may take, in seconds
 _GRACE = 0.25  # after aborting: how long connections and handlers get to finish, each step
 # How often _stop_soon() runs a stopped loop again when a run ends early. A Jupyter kernel that shuts down
 # leaves a loop.stop() call queued on its loop, which ended the first run at exit: clients got 1006, not 1001.

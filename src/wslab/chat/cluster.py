@@ -84,14 +84,8 @@ class ClusterChat(ChatServer):
         except BaseException:
             await self.bus.close()
             raise
-        stop_serving = server.stop
-
-        async def stop_serving_then_the_bus(close_timeout: float | None = None) -> None:
-            await stop_serving(close_timeout)
-            await self._close_bus()
-
         # However the server is stopped (``async with``, ``server.stop()``, ``stop_all()``), the bus stops after it
-        server.stop = stop_serving_then_the_bus  # type: ignore[method-assign]
+        server.after_stop.append(self._close_bus)
         return server
 
     async def stop(self) -> None:
