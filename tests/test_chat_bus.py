@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+import wslab
 from wslab import services
 from wslab.chat.bus import LocalBus, RedisBus
 from wslab.chat.client import ChatClient
 from wslab.chat.cluster import ClusterChat
 
-from .conftest import require
+from .conftest import echo, require
 
 
 @pytest.fixture
@@ -172,3 +173,18 @@ async def test_a_bug_while_handling_one_message_closes_that_client_only_with_101
         assert "client 2: error internal: RuntimeError: a bug \\u202e in the bus" in chat.server.transcript.lines
     finally:
         await chat.stop()
+
+
+async def test_a_bus_refuses_a_name_another_kind_holds(redis_url: str) -> None:
+    from wslab.servers import NameTakenError
+
+    server = await wslab.start(echo, name="lobby bus")
+    try:
+        bus = RedisBus(redis_url)
+        bus.name = "lobby bus"
+        with pytest.raises(NameTakenError, match="'lobby bus' is taken by a WebSocket server"):
+            await bus.start(lambda room, event_id, event: None)
+        assert wslab.running()["lobby bus"] == server.uri  # the server was not stopped
+        await bus.close()
+    finally:
+        await server.stop()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..messages import MessageError, parse_message
-from ..servers import _background, _in_loop_thread, _registry, _unregister
+from ..servers import _background, _in_loop_thread, _previous, _registry, _unregister
 from ..transcript import visible
 from .protocol import ChatError, checked_text
 
@@ -287,6 +287,8 @@ class RedisBus(Bus):
       its members, closing its connections), as they do at the interpreter's exit.
     """
 
+    kind = "a Redis bus (RedisBus)"
+
     def __init__(self, url: str, *, prefix: str = "chat", history: int = 20, stream_length: int = 10_000,
                  ttl: float = 3.0, timeout: float = 2.0, name: str | None = None,
                  log: Callable[[str], None] = functools.partial(print, flush=True)) -> None:
@@ -337,10 +339,10 @@ class RedisBus(Bus):
 
     async def start(self, deliver: Deliver, members: Members = tuple) -> None:
         """Beat once (:class:`BusUnavailable` if Redis cannot be reached), then read and beat in tasks."""
+        previous = _previous(self.name, self.kind)  # NameTakenError if another kind runs under this name
         await super().start(deliver, members)
         self._members = members
         await self._beat()
-        previous = _registry.get(self.name)
         if previous is not None and previous is not self:  # a notebook cell run again: replace the old bus
             await previous.stop()
         self._loop = asyncio.get_running_loop()
