@@ -17,13 +17,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import wslab
-from wslab import services
+from wslab import faults, services
 from wslab.chat.bus import RedisBus
 from wslab.chat.client import ChatClient
 from wslab.chat.cluster import ClusterChat
@@ -44,14 +44,9 @@ async def redis() -> AsyncIterator[services.RedisServer]:
     await server.stop()
 
 
-@contextlib.contextmanager
-def paused(server: services.RedisServer) -> Iterator[None]:
+def paused(server: services.RedisServer) -> contextlib.AbstractContextManager[None]:
     """Redis stopped with SIGSTOP: it keeps its sockets and accepts connections, but answers nothing."""
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
+    return faults.paused_process(server.pid)
 
 
 LOGS: dict[str, list[str]] = {}  # what each test chat's bus logged, by chat name

@@ -114,3 +114,24 @@ async def test_each_proxy_variable_websockets_reads_is_set_alone_and_restored(va
     finally:
         os.environ.pop("socks_proxy", None)
         await server.stop()
+
+
+async def test_a_paused_process_accepts_connections_and_answers_nothing_until_continued() -> None:
+    import subprocess
+    import sys
+
+    # a TCP echo in another process: the kernel accepts for it even while it is stopped
+    script = "import socket; s = socket.create_server(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True); c, _ = s.accept(); c.sendall(c.recv(10))"
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())  # type: ignore[union-attr]
+        with faults.paused_process(child.pid):
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)  # accepted
+            writer.write(b"hello")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(10), 0.3)  # nothing answers
+        assert await asyncio.wait_for(reader.read(10), 2) == b"hello"  # continued: it answers
+        writer.close()
+    finally:
+        child.kill()
+        child.wait(5)

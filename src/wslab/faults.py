@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import signal
 import socket
 import struct
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ __all__ = [
     "abort_mid_message",
     "closing_server",
     "lingering_client",
+    "paused_process",
     "proxy_in_environment",
     "silent_server",
     "stalled_client",
@@ -224,3 +226,14 @@ def proxy_in_environment(url: str = "http://127.0.0.1:9", variables: Sequence[st
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def paused_process(pid: int) -> Iterator[None]:
+    """``pid`` stopped with SIGSTOP for the block, then continued: a server that keeps its sockets and accepts
+    connections (the kernel does that) but answers nothing, the hardest failure for a client to tell apart."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
