@@ -38,14 +38,20 @@ async def cluster(args: tuple[str, ...] = ()) -> tuple[list[services.ChatProcess
     return chats, proxy
 
 
+async def two_tabs(browser: Any, proxy: services.Nginx) -> tuple[Any, Any, Any]:
+    """A browser context with ada's and bob's tabs, each joined to the lobby through nginx."""
+    page_url = proxy.uri.replace("ws", "http", 1) + "/"
+    context = await browser.new_context()
+    ada, bob = await context.new_page(), await context.new_page()
+    await join(ada, page_url, "ada")
+    await join(bob, page_url, "bob")
+    return context, ada, bob
+
+
 async def test_two_tabs_on_two_processes_chat_through_nginx(browser: Any) -> None:
     chats, proxy = await cluster()
     try:
-        page_url = proxy.uri.replace("ws", "http", 1) + "/"
-        context = await browser.new_context()
-        ada, bob = await context.new_page(), await context.new_page()
-        await join(ada, page_url, "ada")
-        await join(bob, page_url, "bob")
+        context, ada, bob = await two_tabs(browser, proxy)
         assert [("ada joined" in c.log(), "bob joined" in c.log()) for c in chats] in (
             [(True, False), (False, True)], [(False, True), (True, False)])  # one tab on each process
         await say(ada, "hello across processes")
@@ -69,11 +75,7 @@ async def test_the_page_rejoins_on_another_process_when_its_own_goes(
 ) -> None:
     chats, proxy = await cluster(("--ttl", "1"))  # after kill -9, ada's old member is reaped within 1.5 s
     try:
-        page_url = proxy.uri.replace("ws", "http", 1) + "/"
-        context = await browser.new_context()
-        ada, bob = await context.new_page(), await context.new_page()
-        await join(ada, page_url, "ada")
-        await join(bob, page_url, "bob")
+        context, ada, bob = await two_tabs(browser, proxy)
         await say(ada, "before")
         await sees(bob, "ada: before")
         home = next(c for c in chats if "ada joined" in c.log())
