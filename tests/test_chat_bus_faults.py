@@ -143,6 +143,7 @@ async def test_nothing_accepted_is_lost_from_the_stream_across_a_pause(redis: se
         # each message was delivered or refused (and counted), never both: the refused one that reached a
         # stopped Redis is dropped with the connection it timed out on
         assert len(ada_errors) == bus(chats[0]).refused >= 1 and set(said) - set(ada_got) == set(said[-len(ada_errors):])
+        assert [bus(chat).trimmed for chat in chats] == [0, 0]  # refused ones got no number: no gap, nothing trimmed
         for log in LOGS.values():  # the loss is said, once per process
             assert [line.split(" (")[0] for line in log if line.startswith("redis")] == ["redis lost", "redis is back: claiming this process's members again"]
     finally:
@@ -297,3 +298,30 @@ def test_at_interpreter_exit_the_bus_releases_its_members(redis_url: str) -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout, done.stderr) == (0, "exiting\n", "")
     assert asyncio.run(members_and_beats(redis_url, bus_prefix)) == ({}, [])
+
+
+async def test_a_process_paused_past_the_streams_length_says_how_many_messages_it_lost(redis: services.RedisServer) -> None:
+    behind = await services.start_chat("behind", redis=redis.url, args=["--ttl", "5"])
+    writer = ClusterChat(bus=RedisBus(redis.url, stream_length=10, timeout=TIMEOUT), rate=10_000, burst=10_000)
+    await writer.start(name="writer")
+    try:
+        async with ChatClient(behind.uri, timeout=5) as bob, ChatClient(writer.ws_uri, timeout=5) as ada:
+            await bob.join("lobby", "bob")
+            await ada.join("lobby", "ada")
+            with faults.paused_process(behind.pid):  # a long GC pause, a stopped VM: the stream moves on
+                for n in range(400):
+                    await ada.say(f"m{n}")
+                while (message := await ada.recv()).get("text") != "m399":  # all 400 are in the stream
+                    pass
+            seqs = []
+            while not seqs or seqs[-1] != message["seq"]:
+                got = await bob.recv()
+                if got["type"] == "message":
+                    seqs.append(got["seq"])
+        gaps = [(a + 1, b - 1) for a, b in zip([0, *seqs], seqs) if b != a + 1]  # what bob never got
+        assert seqs == sorted(set(seqs)) and seqs[-1] == 400 and len(gaps) == 1  # in order, once each, one gap
+        first, last = gaps[0]
+        assert f"bus: room 'lobby': {last - first + 1} messages (seq {first} to {last}) were trimmed from its stream" in behind.log()
+    finally:
+        await writer.stop()
+        await behind.stop()

@@ -153,7 +153,7 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
 redis.call('SADD', KEYS[5], ARGV[5])
 local count = redis.call('HLEN', KEYS[1])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'e', ARGV[3] .. count .. '}')
-return {id, redis.call('HVALS', KEYS[1]), redis.call('LRANGE', KEYS[3], 0, -1)}
+return {id, redis.call('HVALS', KEYS[1]), redis.call('LRANGE', KEYS[3], 0, -1), redis.call('GET', KEYS[4])}
 """
 _SAY = """
 local seq = redis.call('INCR', KEYS[4])
@@ -269,7 +269,8 @@ class RedisBus(Bus):
     """Rooms shared by every chat process connected to the same Redis.
 
     - ``stream_length``: events kept per room stream (``XADD ... MAXLEN ~``): how far behind a process may
-      fall (while disconnected from Redis) and still catch up without losing anything.
+      fall (while disconnected from Redis) and still catch up without losing anything. Messages trimmed
+      before it read them are counted in ``trimmed`` and logged, with their sequence numbers.
     - ``ttl``: a process's heartbeat key expires this many seconds after its last beat (beats every
       ``ttl / 3``); every ``ttl / 2`` each process removes members whose process has no heartbeat. A
       process killed with ``kill -9`` thus loses its members for everyone within ``1.5 × ttl``. A process
@@ -314,6 +315,8 @@ class RedisBus(Bus):
         self.refused = 0  # messages refused while Redis was unreachable
         self.reaped = 0  # members of dead processes this process removed
         self.skipped = 0  # bad entries found in Redis (each logged once)
+        self.trimmed = 0  # messages trimmed from a stream before this process read them (it fell behind)
+        self._seqs: dict[str, int] = {}  # per room, the sequence number of the last message read
         self._members: Members = tuple
         self._owed: set[tuple[str, str, str]] = set()  # leaves refused while Redis was lost: done once it answers
         self._control = f"{prefix}:node:{self.node}:wake"  # XADD here wakes our XREAD to watch a new room
@@ -459,6 +462,7 @@ class RedisBus(Bus):
     def unwatch(self, room: str) -> None:
         super().unwatch(room)
         self._broken.discard(room)
+        self._seqs.pop(room, None)
 
     async def _wake(self) -> None:
         with contextlib.suppress(BusUnavailable):
@@ -476,7 +480,9 @@ class RedisBus(Bus):
             raise
         if not answer:
             return None
-        raw_id, owners, history = answer
+        raw_id, owners, history, raw_seq = answer
+        if room not in self.positions:  # the reader starts after this join: the next message is raw_seq + 1
+            self._seqs[room] = int(raw_seq) if raw_seq and raw_seq.isdigit() else 0
         members = []
         for raw in owners:
             try:
@@ -589,10 +595,26 @@ class RedisBus(Bus):
         event = self._event(room, event_id, fields)
         if event is None:
             return
+        if event["type"] == "message":
+            self._count_trimmed(room, event["seq"])
         try:
             self._deliver(room, event_id, event)
         except Exception as exc:  # a bug in the chat must not stop the other rooms' events
             self._log_once(f"deliver {type(exc).__name__}".encode(), f"bus: delivering an event of room {room!r} failed: {type(exc).__name__}: {exc}")
+
+    def _count_trimmed(self, room: str, seq: int) -> None:
+        """Count and log the messages a gap in the room's sequence numbers says were trimmed unread.
+
+        Every message gets its number and its stream entry in one script, so a gap means the stream's
+        ``MAXLEN`` dropped entries this process had not read: it fell more than ``stream_length`` behind (a
+        long pause, Redis unreachable for long). A smaller number means a Redis that started again, empty.
+        """
+        last = self._seqs.get(room)
+        self._seqs[room] = seq
+        if last is not None and seq > last + 1:
+            self.trimmed += seq - last - 1
+            self.log(visible(f"bus: room {room!r}: {seq - last - 1} messages (seq {last + 1} to {seq - 1}) were trimmed "
+                             "from its stream before this process read them: it fell further behind than the stream keeps (MAXLEN)"))
 
     async def _find_broken(self, rooms: dict[str, str], error: Exception) -> bool:
         """After XREAD was refused: stop reading each room whose stream key holds another type; any found?"""
