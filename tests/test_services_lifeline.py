@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from websockets.asyncio.client import connect
@@ -91,7 +92,7 @@ async def test_children_die_with_a_killed_parent_and_the_next_start_removes_its_
         children = [int(p) for p in pids]
         children += children_of(children[2])  # nginx's worker
         assert len(children) >= 4 and all(alive(p) for p in children) and Path(home).is_dir()
-        assert Path(home).name == f"wslab-{services._user()}-{parent.pid}"
+        assert Path(home).name == f"wslab-{services._user()}-{services._pid_namespace()}{parent.pid}"
     finally:
         parent.kill()  # as the out-of-memory killer would: no exit handler runs
         await parent.wait()
@@ -184,26 +185,127 @@ async def run(client, code: str) -> str:  # type: ignore[no-untyped-def]
                 return out
 
 
-@linux_only
-def test_only_directories_of_dead_owners_are_removed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+HOLD_THE_LOCK = """
+import fcntl, sys
+owner = open(sys.argv[1], "w")  # opening truncates: a sweep may find the file empty while its owner lives
+fcntl.flock(owner, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_directory_is_swept_only_when_no_process_holds_its_lock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     user = services._user()
-    ended = subprocess.Popen(["true"])
-    ended.wait()
 
-    def owned_by(pid: int, started: str | None, user: str = user) -> Path:
-        directory = tmp_path / f"wslab-{user}-{pid}"
+    def made(name: str) -> Path:
+        directory = tmp_path / name
         (directory / "redis-x").mkdir(parents=True)
-        (directory / "owner").write_text(started or "")
+        (directory / "redis-x" / "redis.sock").write_text("")
+        (directory / "owner").write_text("")
         return directory
 
-    dead = owned_by(ended.pid, "12345")
-    reused = owned_by(os.getppid(), "1")  # a live pid, but another process than the one that made it
-    living = owned_by(os.getpid(), services._started(os.getpid()))
-    another_users = owned_by(ended.pid, "12345", user=user + "x")
+    held = made(f"wslab-{user}-4026532999-1")  # pid 1 of another namespace: its pid means nothing here
+    free = made(f"wslab-{user}-{os.getpid()}")  # a live pid, but nobody holds the lock: its owner is gone
+    another_users = made(f"wslab-{user}x-1")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(held / "owner")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        services._remove_dead_owners()
+        assert held.exists() and (held / "redis-x" / "redis.sock").exists()
+        assert not free.exists() and another_users.exists()
+    finally:
+        holder.communicate("\n", timeout=10)  # its lock ends with it
     services._remove_dead_owners()
-    assert not dead.exists() and not reused.exists()
-    assert living.exists() and another_users.exists()
+    assert not held.exists() and another_users.exists()
+
+
+def test_the_directory_of_a_living_process_is_never_swept(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(services, "_home_lock", None)  # this process's own directory, made anew in tmp_path
+    directory = services._service_directory("probe")
+    home = directory.parent
+    assert home.name == f"wslab-{services._user()}-{services._pid_namespace()}{os.getpid()}"
+    assert (home / "owner").read_text() == f"{os.getpid()}\n"
+    sweep = "from wslab import services; services._remove_dead_owners()"
+    done = subprocess.run([sys.executable, "-c", sweep], env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, timeout=30)
+    assert done.returncode == 0 and done.stderr == b""
+    assert directory.is_dir()
+    services._remove_directory(directory)
+    assert not home.exists() and services._home_lock is None
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path: a unix socket's path must stay under 108 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+IN_A_PID_NAMESPACE = """
+import asyncio, sys
+from wslab import services
+async def main():
+    redis = await services.start_redis()
+    print(redis.directory.parent.name, redis.socket_path, flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    await redis.stop()
+asyncio.run(main())
+"""
+
+
+@linux_only
+def test_a_kernel_in_another_pid_namespace_keeps_its_directory(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+    require(shutil.which("redis-server") is not None, "redis-server (Debian package redis-server)")
+    unshare = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare cannot make a pid namespace here (the lock tests above cover the sweep)")
+    monkeypatch.setattr(tempfile, "tempdir", str(short_tmp))
+    other = subprocess.Popen(
+        [*unshare, sys.executable, "-c", IN_A_PID_NAMESPACE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(short_tmp)},
+    )
+    try:
+        assert other.stdout is not None
+        name, socket_path = other.stdout.readline().split()
+        assert name.endswith("-1") and name != services._owner_directory().name  # pid 1 there, with its namespace
+        services._remove_dead_owners()  # a kernel here sweeps...
+        assert Path(socket_path).exists() and services._redis_answers(Path(socket_path))  # ...and leaves it alone
+    finally:
+        other.communicate("\n", timeout=30)
+    assert other.returncode == 0 and not (short_tmp / name).exists()
+
+
+FORKED = """
+import asyncio, os, sys
+import wslab
+import wslab.services as s
+r = asyncio.run(s.start_redis("forked"))
+pid = os.fork()
+if pid == 0:
+    if sys.argv[1] == "stop_all":
+        asyncio.run(wslab.stop_all())
+    sys.exit(0)  # a forked helper that ends normally: its exit handlers run
+os.waitpid(pid, 0)
+print(r.running, r.directory.exists(), s._redis_answers(r.socket_path), flush=True)
+asyncio.run(r.stop())
+print(r.running, r.directory.parent.exists())
+"""
+
+
+@pytest.mark.parametrize("child", ["exits", "stop_all"])
+def test_a_forked_child_leaves_the_parents_services_alone(child: str, short_tmp: Path) -> None:
+    require(shutil.which("redis-server") is not None, "redis-server (Debian package redis-server)")
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", FORKED, child], capture_output=True, text=True, timeout=40,
+        env={**os.environ, "TMPDIR": str(short_tmp)},
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout == "True True True\nFalse False\n"  # before: the child's exit removed the directory
+    assert list(short_tmp.iterdir()) == []
 
 
 async def test_a_chat_process_and_an_in_process_chat_refuse_to_share_a_name() -> None:
@@ -218,11 +320,11 @@ async def test_a_chat_process_and_an_in_process_chat_refuse_to_share_a_name() ->
         await process.stop()
     chat = ChatServer()
     await chat.start()
-    homes_before = set(Path(tempfile.gettempdir()).glob(f"wslab-{services._user()}-{os.getpid()}/chat-*"))
+    homes_before = set(services._owner_directory().glob("chat-*"))
     try:
         with pytest.raises(NameTakenError, match=r"taken by a WebSocket server of this process .* a chat process"):
             await services.start_chat()
-        assert set(Path(tempfile.gettempdir()).glob(f"wslab-{services._user()}-{os.getpid()}/chat-*")) == homes_before
+        assert set(services._owner_directory().glob("chat-*")) == homes_before
     finally:
         await wslab.stop_all()
 

@@ -1,14 +1,15 @@
 """Real outside servers as child processes: Debian's ``redis-server`` and ``nginx``, and ``python -m wslab.chat``.
 
 They listen on loopback only. Each keeps its files (config, socket, pid and log files) in a directory of its
-own inside this process's directory, ``<tmp>/wslab-<user>-<pid>``, and stops with ``await service.stop()``,
-``wslab.stop_all()`` or the interpreter's exit, which in a Jupyter kernel includes a normal shutdown or
-restart. When this process dies without exiting (killed, out of memory), each child gets SIGTERM from the
-operating system (Linux), and the next process that starts a service removes the directories of dead owners.
+own inside this process's directory, ``<tmp>/wslab-<user>-<pid namespace>-<pid>``, and stops with
+``await service.stop()``, ``wslab.stop_all()`` or the interpreter's exit, which in a Jupyter kernel includes a
+normal shutdown or restart (a child made by ``os.fork()`` stops none of them: they are its parent's). When this
+process dies without exiting (killed, out of memory), each child gets SIGTERM from the operating system
+(Linux), and the next process that starts a service removes the directories that no process owns any more.
 
 >>> redis = await start_redis()            # doctest: +SKIP
 >>> redis.url                              # doctest: +SKIP
-'unix:///tmp/wslab-alice-4242/redis-.../redis.sock'
+'unix:///tmp/wslab-alice-4026531836-4242/redis-.../redis.sock'
 >>> proxy = await start_nginx([chat.port])  # doctest: +SKIP
 """
 
@@ -20,6 +21,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import errno
+import fcntl
 import getpass
 import os
 import queue
@@ -156,9 +158,14 @@ def _end_unowned(future: concurrent.futures.Future[subprocess.Popen[bytes]]) -> 
 
 
 # -- directories: one per process, one inside it per service ------------------------------------------------
+#
+# A process's directory is alive while a process holds the lock on its "owner" file, not while its pid runs:
+# a pid says nothing about a kernel in another container (another pid namespace) that shares /tmp, where two
+# kernels that are both pid 1 are common. The kernel releases the lock however the owner ends, even killed.
 
 _directories_lock = threading.Lock()
 _swept_in = 0  # the process that already removed the directories of dead owners
+_home_lock: int | None = None  # the open "owner" file of this process's directory, locked (LOCK_EX)
 
 
 def _user() -> str:
@@ -169,47 +176,86 @@ def _user() -> str:
     return re.sub(r"[^\w.-]", "_", name)
 
 
-def _owner_directory() -> Path:
-    """``<tmp>/wslab-<user>-<pid>``: where this process's services keep their files."""
-    return Path(tempfile.gettempdir()) / f"wslab-{_user()}-{os.getpid()}"
-
-
-def _started(pid: int) -> str | None:
-    """When process ``pid`` started (Linux: clock ticks after boot; "" where unknown), None if it is gone.
-
-    Comparing start times tells a dead owner from a new process that got the same pid (pids are reused).
-    """
-    if os.path.exists("/proc/self/stat"):
-        try:
-            with open(f"/proc/{pid}/stat") as status:
-                state, *fields = status.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return None if state == "Z" else fields[18]  # a zombie has exited already
+def _pid_namespace() -> str:
+    """``"<inode>-"`` of this process's pid namespace (Linux), "" where there is none: pids repeat across them."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, someone else's
+        return f"{os.stat('/proc/self/ns/pid').st_ino}-"
+    except OSError:
+        return ""
+
+
+def _owner_directory() -> Path:
+    """``<tmp>/wslab-<user>-<pid namespace>-<pid>``: where this process's services keep their files."""
+    return Path(tempfile.gettempdir()) / f"wslab-{_user()}-{_pid_namespace()}{os.getpid()}"
+
+
+def _remove_if_unowned(entry: Path) -> None:
+    """Remove ``entry`` (a ``wslab-<user>-...`` directory) if no process holds the lock on its owner file."""
+    owner = entry / "owner"
+    try:
+        info = entry.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return
+        descriptor = os.open(owner, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # gone meanwhile, or not a directory wslab made
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locked, present = os.fstat(descriptor), os.stat(owner, follow_symlinks=False)
+        if (locked.st_dev, locked.st_ino) != (present.st_dev, present.st_ino):
+            return  # removed and made anew meanwhile: the new owner file is another's
+        for inside in entry.iterdir():  # the owner file last: a sweep cut short is finished by the next one
+            if inside.name == "owner":
+                continue
+            if inside.is_dir() and not inside.is_symlink():
+                shutil.rmtree(inside, ignore_errors=True)
+            else:
+                inside.unlink(missing_ok=True)
+        owner.unlink()
+        entry.rmdir()
+    except OSError:  # BlockingIOError: its owner lives; any other: leave it to a later sweep
         pass
-    return ""
+    finally:
+        os.close(descriptor)
 
 
 def _remove_dead_owners() -> None:
-    """Remove this user's ``wslab-<user>-<pid>`` directories whose process is gone (killed, crashed)."""
-    pattern = re.compile(rf"wslab-{re.escape(_user())}-(\d+)")
+    """Remove this user's ``wslab-<user>-...`` directories that no process owns any more (killed, crashed)."""
+    pattern = re.compile(rf"wslab-{re.escape(_user())}-(\d+-)?\d+")
     with contextlib.suppress(OSError):
         for entry in Path(tempfile.gettempdir()).iterdir():
-            found = pattern.fullmatch(entry.name)
-            if found is None:
-                continue
+            if pattern.fullmatch(entry.name):
+                _remove_if_unowned(entry)
+
+
+def _claim_home() -> Path:
+    """This process's directory, made if needed with its owner file locked for as long as the directory lives.
+
+    It is made under another name and renamed when its lock is held, so a sweep never sees it unowned.
+    """
+    global _home_lock
+    home = _owner_directory()
+    if _home_lock is not None:
+        return home
+    draft = Path(tempfile.mkdtemp(prefix=".wslab-new-", dir=home.parent))
+    descriptor = os.open(draft / "owner", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.write(descriptor, f"{os.getpid()}\n".encode())  # for a reader; the lock is what counts
+        try:
+            os.rename(draft, home)
+        except OSError:  # a dead owner's directory with this name, or one that is not this user's
+            _remove_if_unowned(home)
             try:
-                info = entry.lstat()
-                recorded = (entry / "owner").read_text()
-            except OSError:  # gone meanwhile, or an owner still writing its "owner" file
-                continue
-            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and _started(int(found[1])) != recorded:
-                shutil.rmtree(entry, ignore_errors=True)
+                os.rename(draft, home)
+            except OSError:
+                raise RuntimeError(f"{home} exists and is not this process's directory: remove it, or set TMPDIR") from None
+    except BaseException:
+        os.close(descriptor)
+        shutil.rmtree(draft, ignore_errors=True)
+        raise
+    _home_lock = descriptor
+    return home
 
 
 def _service_directory(kind: str) -> Path:
@@ -222,26 +268,36 @@ def _service_directory(kind: str) -> Path:
         if _swept_in != os.getpid():
             _remove_dead_owners()
             _swept_in = os.getpid()
-        home = _owner_directory()
-        try:
-            home.mkdir(mode=0o700)
-        except FileExistsError:
-            info = home.lstat()
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                raise RuntimeError(f"{home} exists and is not this user's directory: remove it, or set TMPDIR") from None
-        else:
-            (home / "owner").write_text(_started(os.getpid()) or "")
-        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=home))
+        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=_claim_home()))
 
 
 def _remove_directory(directory: Path) -> None:
     """Remove a service's directory, and this process's directory once no service is left in it."""
+    global _home_lock
     shutil.rmtree(directory, ignore_errors=True)
     home = directory.parent
     with _directories_lock, contextlib.suppress(OSError):
-        if home == _owner_directory() and all(entry.name == "owner" for entry in home.iterdir()):
+        if _home_lock is not None and home == _owner_directory() and all(entry.name == "owner" for entry in home.iterdir()):
             (home / "owner").unlink()
             home.rmdir()
+            os.close(_home_lock)  # only now: until the directory is gone, its lock says it is owned
+            _home_lock = None
+
+
+def _forget_the_parents_directory() -> None:
+    """In a child made by ``os.fork()``: the directory and its services stay the parent's (see Service._stop_now).
+
+    Its copy of the lock is closed, which leaves the parent's lock held.
+    """
+    global _home_lock, _directories_lock
+    _directories_lock = threading.Lock()  # another thread may have held it at the fork
+    if _home_lock is not None:
+        with contextlib.suppress(OSError):
+            os.close(_home_lock)
+        _home_lock = None
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_directory)
 
 
 class Service:
@@ -255,6 +311,7 @@ class Service:
         self.process = process
         self.directory = directory
         self.port = 0  # the TCP port, where it has one (redis here listens on a unix socket only)
+        self._owner = os.getpid()  # a child made by os.fork() has the object too, but not the service
         self._told: subprocess.Popen[bytes] | None = None  # the process that got SIGTERM already
 
     @property
@@ -278,6 +335,9 @@ class Service:
         self._stop_now()
 
     def _stop_now(self) -> None:
+        if os.getpid() != self._owner:  # in a forked child: forget it here, leave it running for its owner
+            _unregister(self)
+            return
         self._end_process()
         _remove_directory(self.directory)
         _unregister(self)
@@ -628,7 +688,7 @@ def _free_port() -> int:
 @atexit.register
 def _stop_services_at_exit() -> None:
     """Stop every service as the interpreter exits: SIGTERM to all first, so that they exit side by side."""
-    services = [s for s in list(_registry.values()) if isinstance(s, Service)]
+    services = [s for s in list(_registry.values()) if isinstance(s, Service) and s._owner == os.getpid()]
     for service in services:
         with contextlib.suppress(Exception):
             service._terminate()
