@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import Coroutine
 from http import HTTPStatus
@@ -298,3 +299,74 @@ async def test_the_pages_own_pings_never_get_it_kicked(browser: Any) -> None:
     assert not any("rate limit" in line for line in chat.server.transcript.lines)  # type: ignore[union-attr]
     await page.close()
     await chat.server.stop()  # type: ignore[union-attr]
+
+
+async def test_a_long_task_in_the_page_is_not_a_dead_server(browser: Any) -> None:
+    chat = ChatServer(heartbeat=1)
+    await chat.start()
+    page = await browser.new_page()
+    after: list[Any] = []  # the pings sent once the long task is over
+    counting = False
+    three = asyncio.Event()
+
+    def on_websocket(ws: Any) -> None:
+        def sent(payload: Any) -> None:
+            if counting and '"ping"' in str(payload):
+                after.append(payload)
+                if len(after) == 3:
+                    three.set()
+        ws.on("framesent", sent)
+
+    page.on("websocket", on_websocket)
+    await join(page, chat.http_url, "ada")
+    # The page's own thread busy for four heartbeats (a heavy script, a debugger, a throttled tab): its timers
+    # run late, but the server answered every ping it got. Silence counted from the last pong would say "dead".
+    await page.evaluate("() => { const t = Date.now(); while (Date.now() - t < 4000) {} }")
+    counting = True
+    await asyncio.wait_for(three.wait(), 15)  # three heartbeats after the long task, each answered
+    assert await page.text_content("#status") == "connected (protocol version 1)"
+    assert await page.query_selector("#messages li[data-type=reconnected]") is None
+    await page.close()
+    await chat.server.stop()  # type: ignore[union-attr]
+    assert sum(line.endswith("connected to /ws") for line in chat.server.transcript.lines) == 1  # type: ignore[union-attr]
+
+
+async def test_a_token_page_notices_a_server_that_hangs_after_hello(browser: Any) -> None:
+    html = wslab.chat.page()
+
+    async def hangs_after_hello(websocket: Any) -> None:  # asks for a token, then never answers (frozen, or the network is gone)
+        hello = {"v": 1, "type": "hello", "limits": {}, "history": 20, "auth": True, "heartbeat": 1}
+        await websocket.send(json.dumps(hello))
+        await websocket.wait_closed()
+
+    def the_page(connection: Any, request: Any) -> Any:
+        if request.path.startswith("/ws"):
+            return None
+        response = connection.respond(HTTPStatus.OK, html)
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "text/html; charset=utf-8"
+        return response
+
+    server = await wslab.start(hangs_after_hello, name="hangs-after-hello", process_request=the_page)
+    page = await browser.new_page()
+    await page.goto(server.uri.replace("ws", "http", 1) + "/#chat_token=s3cret")
+    await page.wait_for_selector("#status:has-text('protocol version')")
+    # No pings before the token is answered: silence alone decides, with room for the server's auth_timeout.
+    await page.wait_for_selector("#status:has-text('no message from the server')", timeout=25000)
+    status = await page.text_content("#status")
+    assert status.startswith("disconnected: 1006 no message from the server for 15 s; reconnecting in"), status
+    await page.close()
+    await server.stop()
+
+
+async def test_text_typed_while_disconnected_stays_in_the_input(browser: Any) -> None:
+    chat = ChatServer()
+    server = await chat.start()
+    page = await browser.new_page()
+    await join(page, chat.http_url, "ada")
+    await server.stop()
+    await page.wait_for_selector("#status:has-text('reconnecting in')")
+    await say(page, "an important sentence")
+    assert await page.text_content("#error") == "not connected: nothing was sent"
+    assert await page.input_value("#text") == "an important sentence"
+    await page.close()
