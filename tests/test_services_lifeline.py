@@ -280,11 +280,12 @@ def test_a_kernel_in_another_pid_namespace_keeps_its_directory(monkeypatch: pyte
 
 
 FORKED = """
-import asyncio, os, sys
+import asyncio, os, sys, warnings
 import wslab
 import wslab.services as s
 r = asyncio.run(s.start_redis("forked"))
-pid = os.fork()
+with warnings.catch_warnings(category=DeprecationWarning, action="ignore"):  # 3.12+: "multi-threaded" (the spawner)
+    pid = os.fork()
 if pid == 0:
     if sys.argv[1] == "stop_all":
         asyncio.run(wslab.stop_all())
