@@ -3,7 +3,9 @@
 The faults reproduced: a killed kernel left redis-server, the chat and nginx running (nginx still served); a
 kernel shut down normally never ran its exit handlers (the kernel's sweep of its process group waited on our
 unreaped children until Jupyter killed it), so directories leaked; a chat process and an in-process chat both
-named "chat" stopped each other; nginx counted as started when any program answered its port.
+named "chat" stopped each other; nginx counted as started when any program answered its port; the sweep of
+dead owners' directories removed a live kernel's in another pid namespace (both were pid 1), and a child made
+by ``os.fork()`` removed its parent's directories as it exited.
 """
 
 from __future__ import annotations
