@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Any, AsyncIterator, TypeVar
 
 import pytest
+from websockets.exceptions import ConnectionClosedError
 
 import wslab
 import wslab.chat
@@ -301,6 +302,16 @@ async def test_the_pages_own_pings_never_get_it_kicked(browser: Any) -> None:
     await chat.server.stop()  # type: ignore[union-attr]
 
 
+def the_chat_page(connection: Any, request: Any) -> Any:
+    """``process_request`` for a scripted stand-in for the chat: the page at every path, the WebSocket at /ws."""
+    if request.path.startswith("/ws"):
+        return None
+    response = connection.respond(HTTPStatus.OK, wslab.chat.page())
+    del response.headers["Content-Type"]  # respond() says text/plain; assigning would add a second one
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    return response
+
+
 async def test_a_long_task_in_the_page_is_not_a_dead_server(browser: Any) -> None:
     chat = ChatServer(heartbeat=1)
     await chat.start()
@@ -332,22 +343,12 @@ async def test_a_long_task_in_the_page_is_not_a_dead_server(browser: Any) -> Non
 
 
 async def test_a_token_page_notices_a_server_that_hangs_after_hello(browser: Any) -> None:
-    html = wslab.chat.page()
-
     async def hangs_after_hello(websocket: Any) -> None:  # asks for a token, then never answers (frozen, or the network is gone)
         hello = {"v": 1, "type": "hello", "limits": {}, "history": 20, "auth": True, "heartbeat": 1}
         await websocket.send(json.dumps(hello))
         await websocket.wait_closed()
 
-    def the_page(connection: Any, request: Any) -> Any:
-        if request.path.startswith("/ws"):
-            return None
-        response = connection.respond(HTTPStatus.OK, html)
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "text/html; charset=utf-8"
-        return response
-
-    server = await wslab.start(hangs_after_hello, name="hangs-after-hello", process_request=the_page)
+    server = await wslab.start(hangs_after_hello, name="hangs-after-hello", process_request=the_chat_page)
     page = await browser.new_page()
     await page.goto(server.uri.replace("ws", "http", 1) + "/#chat_token=s3cret")
     await page.wait_for_selector("#status:has-text('protocol version')")
@@ -370,3 +371,71 @@ async def test_text_typed_while_disconnected_stays_in_the_input(browser: Any) ->
     assert await page.text_content("#error") == "not connected: nothing was sent"
     assert await page.input_value("#text") == "an important sentence"
     await page.close()
+
+
+async def test_a_join_planned_for_a_lost_connection_is_not_sent_on_the_next(browser: Any) -> None:
+    joins: list[list[dict[str, Any]]] = []  # per connection, the joins it received
+    later: set[asyncio.Task[None]] = set()
+
+    async def reply(websocket: Any, **message: Any) -> None:
+        await websocket.send(json.dumps({"v": 1, **message}))
+
+    async def held_then_restarts(websocket: Any) -> None:
+        await asyncio.sleep(10.5)  # the page counts a connection that held 10 s as a fresh start: the next retry is quick
+        await reply(websocket, type="error", code="nick-taken", error="ada is taken")  # the page plans a join in 1 s
+        await websocket.close(1012, "service restart")
+
+    async def scripted(websocket: Any) -> None:
+        """1: joins, then restarts; 2: holds the rejoin 10.5 s, refuses it (nick-taken) and restarts; 3: joins."""
+        received: list[dict[str, Any]] = []
+        joins.append(received)
+        number = len(joins)
+        await reply(websocket, type="hello", limits={}, history=20, auth=False, heartbeat=5)
+        with contextlib.suppress(ConnectionClosedError):  # the end of a connection closed with 1012
+            async for raw in websocket:
+                message = json.loads(raw)
+                if message["type"] == "ping":
+                    await reply(websocket, type="pong")
+                elif message["type"] == "join":
+                    received.append(message)
+                    if number == 2:
+                        task = asyncio.create_task(held_then_restarts(websocket))
+                        later.add(task)
+                        continue
+                    await reply(websocket, type="joined", room="lobby", nick="ada", members=["ada"], history=[])
+                    if number == 1:
+                        await websocket.close(1012, "service restart")
+
+    server = await wslab.start(scripted, name="scripted-chat", process_request=the_chat_page)
+    page = await browser.new_page()
+    await join(page, server.uri.replace("ws", "http", 1) + "/", "ada")
+    await page.wait_for_selector("#messages li[data-type=reconnected]", timeout=20000)  # joined on the third connection
+    assert len(joins) == 3
+    await page.wait_for_timeout(1500)  # time is the point: past the moment the cancelled join would have been sent
+    assert [len(received) for received in joins] == [1, 1, 1]
+    await page.close()
+    await server.stop()
+    assert all(task.done() for task in later)
+
+
+async def test_a_page_that_was_connected_keeps_trying_every_30_s(browser: Any) -> None:
+    chat = ChatServer()
+    server = await chat.start()
+    page = await browser.new_page()
+    await page.clock.install()  # the page's timers on a clock the test moves: 10 quick tries take a minute otherwise
+    await join(page, chat.http_url, "ada")
+    await server.stop()  # nothing listens: every reconnection is refused, as a full chat's 503 is
+    for n in range(1, 13):
+        which = f"(try {n} of 10)" if n <= 10 else f"(try {n}: every 30 s from now on)"
+        await page.wait_for_selector(f"#status:has-text({which!r})")
+        if n < 12:
+            await page.clock.fast_forward(40_000)  # past the longest delay: the next try starts
+    status = await page.text_content("#status")
+    assert status.startswith("disconnected: 1006 connection lost or refused; reconnecting in"), status
+    again = ChatServer()
+    await again.start(port=server.port)  # a seat, or the server, is back
+    await page.clock.fast_forward(40_000)
+    back = await page.wait_for_selector("#messages li[data-type=reconnected]", timeout=10000)
+    assert await back.text_content() == "back after: 1006 connection lost or refused"
+    await page.close()
+    await again.server.stop()  # type: ignore[union-attr]
