@@ -40,9 +40,14 @@ STUDENTS = ("solved", "stub", "wrong")
 def nbgrader(folder: Path, *args: str) -> None:
     """One nbgrader command in a course folder, with this interpreter's tools (alembic) on the PATH."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args], cwd=folder, env=env, capture_output=True, text=True, timeout=120
-    )
+    for attempt in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "nbgrader", *args], cwd=folder, env=env, capture_output=True, text=True, timeout=120
+        )
+        # jupyter_client picks a kernel's TCP ports free, then the kernel binds them: with graders side by side a
+        # port can be taken in between ("Address already in use", the kernel dies). Only that is tried again.
+        if done.returncode == 0 or "Address already in use" not in done.stderr or attempt:
+            break
     assert done.returncode == 0, done.stdout + done.stderr
 
 
