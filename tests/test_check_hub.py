@@ -221,3 +221,28 @@ async def test_a_handler_that_waits_without_blocking_gets_the_waiting_hint() -> 
     verdict = await check.shout(never_answers)
     assert not verdict and "the client got nothing in 1 s" in verdict.text and "blocked" not in verdict.text, verdict.text
 
+
+
+async def test_with_the_proxy_set_a_wrong_port_is_not_blamed_on_the_proxy() -> None:
+    async def wrong_port(uri: str) -> list[str]:
+        async with connect("ws://127.0.0.1:1", proxy=None):  # no proxy, and a port nothing listens on
+            return []
+
+    with faults.proxy_in_environment():
+        verdict = await check.first_five(wrong_port)
+    assert not verdict and "('127.0.0.1', 1)" in verdict.text and "your code raised" in verdict.text, verdict.text
+    assert PROXY_HINT not in verdict.text
+
+
+async def test_a_socks_proxy_without_python_socks_gets_the_proxy_hint() -> None:
+    with faults.proxy_in_environment("socks5h://127.0.0.1:9", ["socks_proxy"]) as proxy:
+        verdict = await check.first_five(first_five_plain)
+    assert not verdict and "got: ImportError" in verdict.text and "python-socks" in verdict.text, verdict.text
+    assert PROXY_HINT in verdict.text and f"({proxy}:" in verdict.text and "socks_proxy" in verdict.text
+
+
+async def test_a_proxy_named_by_host_that_does_not_resolve_gets_the_proxy_hint() -> None:
+    with faults.proxy_in_environment("http://proxy.invalid:3128") as proxy:
+        verdict = await check.first_five(first_five_plain)
+    assert not verdict and "got: gaierror" in verdict.text, verdict.text
+    assert PROXY_HINT in verdict.text and f"({proxy}:" in verdict.text, verdict.text

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ipaddress
+import socket
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidProxy
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidProxy, ProxyError
 from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
@@ -153,6 +156,7 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
     lines: list[str] = []
     passed = False
     unreached = True  # whether the failure may be a client that never reached the check's server
+    raised: Exception | None = None  # what the learner's code raised, if anything
     watch = _LoopWatch()
     try:
         async with asyncio.timeout(timeout):
@@ -171,7 +175,7 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
         ]
     except Exception as error:  # the learner's code raised: report it, never crash the kernel
         lines = [f"got: {type(error).__name__}: {error}", "hint: your code raised this exception; fix it and run again"]
-        unreached = isinstance(error, (OSError, InvalidHandshake, InvalidProxy))  # a connection that failed
+        unreached, raised = isinstance(error, (OSError, InvalidHandshake, InvalidProxy, ImportError)), error
     finally:
         await state.stop()
         blocked = watch.stop()
@@ -184,7 +188,10 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
             "when the client closes) or catch websockets.exceptions.ConnectionClosed",
         ]
     if not passed:
-        lines = _explained(lines, blocked, state.proxy_in_the_way() if unreached else None)
+        proxy = state.proxy_in_the_way() if unreached else None
+        if proxy is not None and raised is not None and not _blames(raised, proxy):
+            proxy = None  # a proxy is set, but the error is about something else (a wrong port, say)
+        lines = _explained(lines, blocked, proxy)
     if passed:
         text = f"PASS: {name} - {summary}"
     else:
@@ -197,6 +204,27 @@ async def run(name: str, body: Callable[[Run], Awaitable[str]], timeout: float =
     return Verdict(name, passed, text)
 
 
+def _blames(error: Exception, proxy: str) -> bool:
+    """Whether the learner's exception shows that ``connect()`` went to ``proxy``: an answer from a proxy,
+    a failure to reach the proxy's own address or name, or python-socks missing for a SOCKS proxy."""
+    if isinstance(error, (InvalidProxy, ProxyError)):
+        return True
+    if isinstance(error, ImportError):
+        return "SOCKS" in str(error)
+    host, port = urllib.parse.urlsplit(proxy).hostname, urllib.parse.urlsplit(proxy).port
+    if host is None:
+        return False
+    if isinstance(error, socket.gaierror):  # the check's servers are at 127.0.0.1: only the proxy has a name
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            return False
+        return True
+    if isinstance(error, OSError):  # e.g. "Connect call failed ('127.0.0.1', 9)": the proxy's address
+        text = str(error)
+        return (f"'{host}', {port})" in text or f"{host}:{port}" in text) if port is not None else host in text
+    return False
+
+
 def _explained(lines: list[str], blocked: float, proxy: str | None) -> list[str]:
     """The verdict's lines, with the hint replaced when a blocked loop or a proxy explains the failure."""
     if blocked >= BLOCKED:
@@ -207,7 +235,7 @@ def _explained(lines: list[str], blocked: float, proxy: str | None) -> list[str]
     elif proxy is not None:
         hint = (
             f"your client never reached the check's server: connect() went to the proxy that the environment "
-            f"names ({proxy}: http_proxy, https_proxy or ws_proxy); pass proxy=None to connect() for a server on "
+            f"names ({proxy}: http_proxy, https_proxy, ws_proxy or socks_proxy); pass proxy=None to connect() for a server on "
             "this machine (chapter 03, \"A proxy in the environment\")"
         )
     else:
