@@ -136,12 +136,13 @@ CHUNKED = OK + b"Transfer-Encoding: chunked\r\n\r\n" + CHUNKS
     [
         (OK + b"Content-Length: 5\r\n\r\nhello", 200, b"hello"),
         (OK + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello"),  # the same twice: allowed
+        (OK + b"Content-Length: 000000000000000000002\r\n\r\nok", 200, b"ok"),  # leading zeros: still 2
         (CHUNKED, 200, b"hello chunked!!!"),
         (b"HTTP/1.1 204 No Content\r\nX: y\r\n\r\n", 204, b""),  # no body, whatever follows
         (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 304, b""),
         (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n" + OK + b"Content-Length: 2\r\n\r\nok", 200, b"ok"),
     ],
-    ids=["length", "same-length-twice", "chunked", "204", "304", "103-then-200"],
+    ids=["length", "same-length-twice", "leading-zeros", "chunked", "204", "304", "103-then-200"],
 )
 async def test_a_server_that_keeps_the_connection_open_is_read_by_the_answers_framing(
     answer: bytes, status: int, body: bytes
@@ -240,3 +241,13 @@ async def test_aiohttp_body_over_max_size_is_refused(aiohttp_site: str) -> None:
     with pytest.raises(wslab.NoHttpAnswer, match=re.escape("the body is 1048577 bytes, over 1048576 (max_size)")):
         await wslab.http_get(aiohttp_site + "/big", timeout=5)
     assert len((await wslab.http_get(aiohttp_site + "/big", max_size=2**21)).body) == 2**20 + 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [({"host": "evil"}, "sets 'host' itself"), ({"connection": "keep-alive"}, "sets 'connection' itself"),
+     ({"X-Count": 3}, "sends text headers")],
+)
+async def test_headers_http_get_sets_or_cannot_send_are_refused_before_connecting(headers: dict, error: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=error):
+        await wslab.http_get("http://127.0.0.1:9/", headers=headers)  # port 9: nothing is ever sent

@@ -101,7 +101,14 @@ async def http_get(
     if parts.scheme not in ("http", "ws") or not parts.hostname or parts.port is None:
         raise ValueError(f"http_get needs http://host:port/path or ws://host:port/path, got {url!r}")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    fields = {"Host": parts.netloc.rpartition("@")[2], **(headers or {}), "Connection": "close"}
+    fields = {"Host": parts.netloc.rpartition("@")[2]}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValueError(f"http_get sends text headers: {name!r}: {value!r} (pass str(value))")
+        if name.lower() in ("host", "connection"):  # one Host, and one Connection: close (read to the end)
+            raise ValueError(f"http_get sets {name!r} itself: the URL's host, and Connection: close")
+        fields[name] = value
+    fields["Connection"] = "close"
     for name, value in fields.items():
         if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value) or not value.isascii():
             raise ValueError(f"http_get cannot send the header {name!r}: {value!r}")
@@ -207,7 +214,7 @@ def _declared_length(headers: Headers, max_size: int) -> int | str | None:
     (length,) = lengths
     if not _DIGITS.fullmatch(length):
         raise _Refused(f"the answer's Content-Length is not a number: {length[:40]!r}")
-    if len(length) > len(str(max_size)) or int(length) > max_size:
+    if len(length.lstrip("0")) > len(str(max_size)) or int(length) > max_size:  # 0002 is 2
         raise _Refused(f"the body is {length[:40]} bytes, over {max_size} (max_size)")
     return int(length)
 
