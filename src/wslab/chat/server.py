@@ -78,7 +78,8 @@ class ChatServer:
     - ``rate`` and ``burst``: messages per second per connection (token bucket); over it: 1008.
     - ``presence_delay``: presence news is gathered this long and sent as one message.
     - ``heartbeat``: the ``hello`` asks clients to send a ``ping`` every so many seconds (at least 1), and to
-      give up on a connection that brought no message for three times as long (the browser page does).
+      give up on a connection that brought no message for three times as long, with a ping of its own
+      unanswered for twice as long (the browser page does).
     - ``max_clients`` / ``max_per_ip``: connection caps (503 at the handshake, or 1013 after it);
       ``proxies`` are addresses not capped per IP (every client behind a proxy shares its address).
     - ``origins`` and ``hosts``: extra browser origins and Host names allowed besides the local ones.
