@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from typing import Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
@@ -21,6 +21,26 @@ def no_server_left_behind() -> Iterator[None]:
     for server in list(_registry.values()):
         server._stop_soon()
     assert not leftovers, f"servers left running: {leftovers}"
+
+
+@pytest.fixture
+async def playwright() -> AsyncIterator[Any]:
+    """Playwright, to drive Debian's Chromium (CHROMIUM); skipped without it here, a failure in CI."""
+    require(CHROMIUM is not None, "Chromium (Debian package chromium)")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:  # pragma: no cover - requirements.txt installs it
+        require(False, "the Python package playwright")
+    async with async_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture
+async def browser(playwright: Any) -> AsyncIterator[Any]:
+    """A headless Chromium, closed after the test."""
+    browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    yield browser
+    await browser.close()
 
 
 def open_fds() -> set[int]:

@@ -18,22 +18,7 @@ import wslab.chat
 from wslab.chat import ChatServer
 from wslab.chat.client import ChatClient
 
-from .conftest import CHROMIUM, CHROMIUM_FLAGS, require
-
 T = TypeVar("T")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    require(CHROMIUM is not None, "Chromium (Debian package chromium)")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:  # pragma: no cover - requirements.txt installs it
-        require(False, "the Python package playwright")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        await browser.close()
 
 
 async def join(page: Any, url: str, nick: str, room: str = "lobby") -> None:

@@ -6,26 +6,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
 import wslab
 from wslab import services
 
-from .conftest import CHROMIUM, CHROMIUM_FLAGS, require
+from .conftest import require
 from .test_chat_browser import join, say, sees
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    require(CHROMIUM is not None, "Chromium (Debian package chromium)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        await browser.close()
 
 
 async def cluster(args: tuple[str, ...] = ()) -> tuple[list[services.ChatProcess], services.Nginx]:

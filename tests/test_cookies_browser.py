@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
 import wslab
 
-from .conftest import CHROMIUM, CHROMIUM_FLAGS, require
+from .conftest import CHROMIUM, CHROMIUM_FLAGS
 
 OPEN_SOCKET = """<!doctype html><title>waiting</title><script>
 const ws = new WebSocket(new URLSearchParams(location.search).get("to"));
@@ -48,17 +48,6 @@ async def only_pages(websocket: Any) -> None:  # the page servers never take a W
 
 async def welcome(websocket: Any) -> None:
     await websocket.send("welcome")
-
-
-@pytest.fixture
-async def playwright() -> AsyncIterator[Any]:
-    require(CHROMIUM is not None, "Chromium (Debian package chromium)")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:  # pragma: no cover - requirements.txt installs it
-        require(False, "the Python package playwright")
-    async with async_playwright() as playwright:
-        yield playwright
 
 
 async def handshakes(

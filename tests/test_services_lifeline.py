@@ -11,6 +11,7 @@ by ``os.fork()`` removed its parent's directories as it exited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 from websockets.asyncio.client import connect
@@ -108,17 +109,28 @@ async def test_children_die_with_a_killed_parent_and_the_next_start_removes_its_
     assert not Path(home).exists()
 
 
-@linux_only
-async def test_a_kernel_shut_down_normally_stops_its_services_and_leaves_no_directory(programs: None, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def kernel() -> AsyncIterator[tuple[Any, Any]]:
+    """A real Jupyter kernel and a client of it, as JupyterLab starts them; shut down at the end if still alive."""
     from jupyter_client.manager import AsyncKernelManager
 
-    marker = tmp_path / "atexit-ran"
     manager = AsyncKernelManager(kernel_name="python3")
     await manager.start_kernel()
     client = manager.client()
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=30)
+        yield manager, client
+    finally:
+        client.stop_channels()
+        if await manager.is_alive():
+            await manager.shutdown_kernel(now=True)
+
+
+@linux_only
+async def test_a_kernel_shut_down_normally_stops_its_services_and_leaves_no_directory(programs: None, tmp_path: Path) -> None:
+    marker = tmp_path / "atexit-ran"
+    async with kernel() as (manager, client):
         out = await run(client, f"import atexit, pathlib\natexit.register(pathlib.Path({str(marker)!r}).touch)\n" + START_ALL_THREE)
         *pids, home = out.split()
         children = [int(p) for p in pids]
@@ -129,10 +141,6 @@ async def test_a_kernel_shut_down_normally_stops_its_services_and_leaves_no_dire
         async with connect(f"ws://127.0.0.1:{port}", proxy=None) as ws:
             await manager.shutdown_kernel(now=False)
             await ws.wait_closed()
-    finally:
-        client.stop_channels()
-        if await manager.is_alive():
-            await manager.shutdown_kernel(now=True)
     assert marker.exists()  # the kernel exited by itself, running its exit handlers (before: killed by Jupyter)
     assert ws.close_code == 1001  # chapter 00: "servers are closed quietly when the kernel shuts down"
     assert await gone(children) == []
@@ -140,22 +148,12 @@ async def test_a_kernel_shut_down_normally_stops_its_services_and_leaves_no_dire
 
 
 async def test_a_kernel_restart_closes_its_servers_with_1001() -> None:
-    from jupyter_client.manager import AsyncKernelManager
-
-    manager = AsyncKernelManager(kernel_name="python3")
-    await manager.start_kernel()
-    client = manager.client()
-    client.start_channels()
-    try:
-        await client.wait_for_ready(timeout=30)
+    async with kernel() as (manager, client):
         port = int(await run(client, IN_KERNEL_SERVER))
         async with connect(f"ws://127.0.0.1:{port}", proxy=None) as ws:
             await manager.restart_kernel(now=False)  # the kernel menu's "Restart Kernel"
             await ws.wait_closed()
         assert ws.close_code == 1001
-    finally:
-        client.stop_channels()
-        await manager.shutdown_kernel(now=True)
 
 
 IN_KERNEL_SERVER = """
